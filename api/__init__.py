@@ -1,0 +1,1 @@
+"""HTTP API of the evaluator service, persistence of alert objects, and the policywatchctl client."""

@@ -1,0 +1,1 @@
+"""policywatchctl: calicoctl-style client of the evaluator's API."""
