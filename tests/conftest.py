@@ -1,0 +1,101 @@
+"""Shared fixtures: real PostgreSQL, Prometheus, Alertmanager and network namespaces, always cleaned up.
+
+Markers (see pyproject): ``root`` tests skip, printing why, only where namespaces/BPF truly cannot be used.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.netns import Netns, netns_support
+from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@cache
+def _netns_unavailable_reason() -> str | None:
+    return netns_support()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None:
+        reason = _netns_unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"root/netns test: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole run (initdb in a temp dir, loopback, free port)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy URL of a database shared by the session (create your own tables/schemas in it)."""
+    return postgres_server.create_database("policywatch_session")
+
+
+@pytest.fixture
+def pg_database(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy URL of a fresh, empty database for one test."""
+    return postgres_server.create_database(f"t_{secrets.token_hex(6)}")
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory: ``prometheus(config, rule_files=[...])`` starts Debian's Prometheus; all are stopped after."""
+    started: list[PrometheusServer] = []
+
+    def start(config: Mapping[str, Any] | str, **kwargs: Any) -> PrometheusServer:
+        server = PrometheusServer(config, **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def alertmanager() -> Iterator[Callable[..., AlertmanagerServer]]:
+    """Factory: ``alertmanager(config)`` starts Debian's Alertmanager; all are stopped after."""
+    started: list[AlertmanagerServer] = []
+
+    def start(config: Mapping[str, Any] | str, **kwargs: Any) -> AlertmanagerServer:
+        server = AlertmanagerServer(config, **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """Namespaces, veths, nft tables and processes made through it are removed after the test, pass or fail."""
+    reason = _netns_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"netns fixture: {reason}")
+    made = Netns()
+    try:
+        yield made
+    finally:
+        made.close()
