@@ -1,0 +1,81 @@
+"""``parse``: query text to syntax tree, with the limits that keep hostile input cheap and safe."""
+
+from __future__ import annotations
+
+import threading
+
+from evaluator.query import grammar
+from evaluator.query.ast import Expr, Not, depth, walk
+from evaluator.query.errors import QueryError
+from evaluator.query.lexer import LEXER
+
+MAX_QUERY_LENGTH = 65_536
+MAX_DEPTH = 100
+
+# PLY's parser object keeps its stacks as attributes between calls; one parse at a time.
+_LOCK = threading.Lock()
+
+
+def parse(text: str) -> Expr | None:
+    """The syntax tree of ``text``, or None for an empty or blank query (which selects everything)."""
+    if not isinstance(text, str):
+        raise QueryError(f"a query must be a string, not {type(text).__name__}")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise QueryError(
+            f"query is {len(text)} characters long; the limit is {MAX_QUERY_LENGTH}",
+            position=MAX_QUERY_LENGTH,
+            query=text,
+            expected=(f"at most {MAX_QUERY_LENGTH} characters",),
+        )
+    if not text.strip():
+        return None
+    _check_parentheses(text)
+    lexer = LEXER.clone()
+    try:
+        with _LOCK:
+            tree: Expr = grammar.PARSER.parse(text, lexer=lexer)
+    except QueryError as error:
+        if error.position is None and error.message == "unexpected end of query":
+            error.position = len(text)
+        raise error.with_query(text) from None
+    if depth(tree) > MAX_DEPTH:
+        raise QueryError(
+            f"query nests NOT and parentheses more than {MAX_DEPTH} levels deep",
+            position=_deepest_not(tree),
+            query=text,
+            expected=(f"at most {MAX_DEPTH} levels",),
+        )
+    return tree
+
+
+def _check_parentheses(text: str) -> None:
+    """Refuse deep nesting before the parser builds anything (a cheap scan outside quotes)."""
+    level = 0
+    quote = ""
+    escaped = False
+    for index, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "(":
+            level += 1
+            if level > MAX_DEPTH:
+                raise QueryError(
+                    f"parentheses nest more than {MAX_DEPTH} levels deep",
+                    position=index,
+                    query=text,
+                    expected=(f"at most {MAX_DEPTH} levels",),
+                )
+        elif char == ")":
+            level -= 1
+
+
+def _deepest_not(tree: Expr) -> int | None:
+    positions = [node.position for node in walk(tree) if isinstance(node, Not) and node.position is not None]
+    return positions[MAX_DEPTH - 1] if len(positions) >= MAX_DEPTH else None
