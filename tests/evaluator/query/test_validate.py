@@ -97,7 +97,7 @@ def test_unknown_key_says_which_data_set_has_it() -> None:
         ("flows", 'dest_ip = "2001:DB8:0:0::1"', 'dest_ip = "2001:db8::1"'),
         ("flows", 'dest_ip = "2001:db8::1:2:3:4/64"', 'dest_ip = "2001:db8::/64"'),
         ("dns", 'qname = "WWW.Example.COM"', "qname = www.example.com"),
-        ("dns", 'qname = "bücher.de"', "qname = xn--bcher-kva.de"),
+        ("dns", 'qname = "bücher.de"', 'qname = "xn--bcher-kva.de"'),
         ("flows", "action = ALLOW", "action = allow"),
         ("flows", "proto = 6", "proto = tcp"),
         ("flows", "proto = 132", 'proto = "132"'),
