@@ -1,0 +1,81 @@
+"""The drain loop: BPF maps -> policy names -> expiring series, plus the collector's health figures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from collector.bpf_loader import DropSource
+from collector.health import Health
+from collector.policies import PolicyResolver
+from collector.series import OVERFLOW_SOURCE, SeriesStore
+
+log = logging.getLogger(__name__)
+
+# Drops the BPF program could place in neither its counting map nor its per-policy overflow map.
+UNATTRIBUTED = "unattributed"
+# An unknown mark triggers an early ruleset read, but not more often than this.
+UNKNOWN_MARK_REREAD = 0.5
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        source: DropSource,
+        store: SeriesStore,
+        resolver: PolicyResolver,
+        health: Health,
+        ruleset_refresh: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._resolver = resolver
+        self._health = health
+        self._ruleset_refresh = ruleset_refresh
+        self._clock = clock
+        self._capped_seen = 0
+
+    def tick(self) -> None:
+        """One drain: read and empty the BPF maps, label each count, add it to its series."""
+        started = time.perf_counter()
+        drained = self._source.drain()
+        self._resolver.refresh_if_older(self._ruleset_refresh)
+        ids = {d.policy_id for d in drained.drops} | {d.policy_id for d in drained.overflow}
+        if not all(self._resolver.names.knows(i) for i in ids):
+            self._resolver.refresh_if_older(UNKNOWN_MARK_REREAD)
+        names = self._resolver.names
+        store = self._store
+        for d in drained.drops:
+            store.add(policy=names.label(d.policy_id), src_ip=d.src_ip, packets=d.packets, nbytes=d.bytes)
+        overflow = 0
+        for d in drained.overflow:
+            store.add(policy=names.label(d.policy_id), src_ip=OVERFLOW_SOURCE, packets=d.packets, nbytes=d.bytes)
+            overflow += d.packets
+        if drained.unplaced_packets:
+            store.add(
+                policy=UNATTRIBUTED,
+                src_ip=OVERFLOW_SOURCE,
+                packets=drained.unplaced_packets,
+                nbytes=drained.unplaced_bytes,
+            )
+            overflow += drained.unplaced_packets
+        capped = store.capped_packets - self._capped_seen
+        self._capped_seen = store.capped_packets
+        self._health.overflow_packets.inc(overflow + capped)
+        store.expire()
+        self._health.series.set(len(store))
+        self._health.map_entries.set(drained.map_entries)
+        self._health.drain_duration.observe(time.perf_counter() - started)
+
+    def run(self, *, stop: threading.Event, interval: float) -> None:
+        """Drain every ``interval`` seconds until ``stop`` is set; a last drain runs before returning."""
+        while not stop.wait(interval):
+            try:
+                self.tick()
+            except OSError as exc:
+                log.error("drain failed, retrying next interval: %s", exc)
+        self.tick()

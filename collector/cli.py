@@ -1,0 +1,169 @@
+"""``policywatch-collector``: the node agent's entry point. Every start-up failure is one line and exit 1."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+
+from bpf import source_path
+from collector.agent import Agent
+from collector.bpf_loader import BpfDropSource, LoadError, ProgramConfig, build_cflags
+from collector.btf import Btf, BtfError
+from collector.config import ENV_ENABLED, ENV_PORT, CollectorConfig, ConfigError, parse_config
+from collector.exporter import denied_registry, render_text
+from collector.health import Health
+from collector.kernel import KernelError, SkbLayout, check_tracepoint, kernel_release, netfilter_drop_reason
+from collector.nft import PolicyNames
+from collector.policies import PolicyResolver
+from collector.rulesets import NftRulesetReader
+from collector.series import SeriesStore
+from collector.server import HEALTH_PATH, METRICS_PATH, MetricsServer, negotiated, plain_text, tls_context
+
+log = logging.getLogger("policywatch.collector")
+PROG = "policywatch-collector"
+# CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39)
+_NEEDED_CAPS = {12: "CAP_NET_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
+
+
+class StartError(RuntimeError):
+    """Start-up failed; the message is the one line the user sees."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("policywatch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def missing_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
+    if os.geteuid() == 0:
+        return []
+    try:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        effective = int(fields["CapEff"].strip(), 16)
+    except (OSError, KeyError, ValueError):
+        return list(_NEEDED_CAPS.values())
+    return [name for bit, name in _NEEDED_CAPS.items() if not effective >> bit & 1]
+
+
+def program_config(config: CollectorConfig) -> ProgramConfig:
+    return ProgramConfig(mark_mask=config.mark_mask, map_size=config.map_size)
+
+
+def print_bpf(config: CollectorConfig) -> None:
+    check_tracepoint()
+    btf = Btf.load()
+    cflags = build_cflags(
+        config=program_config(config), reason=netfilter_drop_reason(btf=btf), layout=SkbLayout.from_btf(btf)
+    )
+    source = source_path("denied.c")
+    print(f"// {source} compiled by BCC with: {' '.join(cflags)}")
+    print(source.read_text(), end="")
+
+
+def serve(config: CollectorConfig, stop: threading.Event) -> None:
+    missing = missing_capabilities()
+    if missing:
+        raise StartError(f"needs root (or the capabilities {', '.join(missing)}) to load BPF; run it as root")
+    try:
+        store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
+        metrics = denied_registry(store)
+        source = BpfDropSource(config=program_config(config))
+    except (KernelError, LoadError, BtfError) as exc:
+        raise StartError(str(exc)) from exc
+    try:
+        health = Health(version=_version(), kernel=kernel_release(), bpf_stats=source.bpf_stats)
+
+        def rebuilt(names: PolicyNames) -> None:
+            health.ruleset_refreshes.inc()
+            health.policy_conflicts.set(len(names.conflicts))
+
+        resolver = PolicyResolver(
+            mask=config.mark_mask, reader=NftRulesetReader(netns_dir=config.netns_dir), on_rebuild=rebuilt
+        )
+        resolver.refresh()
+        try:
+            tls = tls_context(config.tls) if config.tls is not None else None
+        except (OSError, ValueError) as exc:
+            raise StartError(
+                f"TLS set-up failed ({config.tls}): {exc}; check the certificate, key and CA files"
+            ) from exc
+        try:
+            server = MetricsServer(
+                host=config.host,
+                port=config.port,
+                metrics=plain_text(partial(render_text, metrics)),
+                health=negotiated(health.registry),
+                tls=tls,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartError(
+                    f"port {config.port} is already in use on {config.host}; choose another with --port or {ENV_PORT}"
+                ) from exc
+            raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+        agent = Agent(
+            source=source, store=store, resolver=resolver, health=health, ruleset_refresh=config.ruleset_refresh
+        )
+        server.start()
+        scheme = "https" if config.tls else "http"
+        log.info(
+            "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",
+            scheme,
+            config.host,
+            server.port,
+            METRICS_PATH,
+            HEALTH_PATH,
+            config.mark_mask,
+        )
+        try:
+            agent.run(stop=stop, interval=config.drain_interval)
+        finally:
+            server.stop()
+    finally:
+        source.close()
+    log.info("stopped: BPF program detached")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(config.log_level)
+    if not config.enabled:
+        print(f"{PROG}: the reporter is disabled ({ENV_ENABLED}=false); nothing to do", file=sys.stderr)
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received, detaching", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if config.print_bpf:
+            print_bpf(config)
+        else:
+            serve(config, stop)
+    except (StartError, KernelError, BtfError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
