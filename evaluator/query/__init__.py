@@ -4,6 +4,7 @@
 """
 
 from evaluator.query.ast import And, Comparator, Expr, Member, Not, Or, Selector, SetSelector
+from evaluator.query.dsl import aggregation_request, search_body, to_dsl
 from evaluator.query.errors import QueryError
 from evaluator.query.parser import parse
 from evaluator.query.schema import DATASETS, TIME_FIELD, FieldSpec
@@ -23,8 +24,11 @@ __all__ = [
     "QueryError",
     "Selector",
     "SetSelector",
+    "aggregation_request",
     "compile_query",
     "parse",
+    "search_body",
+    "to_dsl",
     "unparse",
     "validate",
 ]
