@@ -10,7 +10,7 @@ the other, at most ``max_catchup`` of them (older ones are skipped and reported)
 and is retried with exponential back-off, so no period is lost to an outage shorter than the catch-up.
 
 ``executionState`` values: ``pending`` (not run yet), ``executed`` (last run succeeded and is up to date),
-``catching_up`` (last run succeeded, older periods are still due), ``failed`` (last run failed; retried
+``catching_up`` (last run succeeded but started a period or more late: missed periods are being run), ``failed`` (last run failed; retried
 with back-off; the message is in errorConditions).
 """
 
@@ -269,15 +269,19 @@ class Scheduler:
             )
         )
         errors: tuple[ErrorCondition, ...] = ()
+        previous = self._repository.get_status(claim.alert)
+        if previous is not None and previous.executionState == CATCHING_UP:
+            # A skip is reported until the catch-up it happened in is over, then cleared by the next run.
+            errors = tuple(c for c in previous.errorConditions if c.type == "CatchUpLimit")
         if skipped:
-            errors = (
+            errors += (
                 ErrorCondition(
                     "CatchUpLimit",
                     f"skipped {skipped} missed period(s) before {scheduled.isoformat()}: at most "
                     f"{self.config.max_catchup} are caught up after downtime",
                 ),
             )
-        behind = scheduled + 2 * spec.period <= utc(self._clock())
+        behind = started - scheduled >= spec.period  # a later period was already due when this one started
         self._write_status(
             claim.alert,
             active=True,
