@@ -10,8 +10,8 @@ the other, at most ``max_catchup`` of them (older ones are skipped and reported)
 and is retried with exponential back-off, so no period is lost to an outage shorter than the catch-up.
 
 ``executionState`` values: ``pending`` (not run yet), ``executed`` (last run succeeded and is up to date),
-``catching_up`` (last run succeeded but started a period or more late: missed periods are being run), ``failed`` (last run failed; retried
-with back-off; the message is in errorConditions).
+``catching_up`` (last run succeeded but started a period or more late: missed periods are being run),
+``failed`` (last run failed; retried with back-off; the message is in errorConditions).
 """
 
 from __future__ import annotations
