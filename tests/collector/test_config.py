@@ -1,0 +1,107 @@
+"""Flags and Felix's environment names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.cli import main
+from collector.config import ConfigError, parse_config
+
+
+def test_defaults() -> None:
+    c = parse_config([], {})
+    assert (c.port, c.ttl, c.mark_mask, c.map_size, c.max_series, c.drain_interval) == (
+        9081,
+        60,
+        0x3FFF,
+        65536,
+        10000,
+        1,
+    )
+    assert c.enabled and c.tls is None
+    # the default mask avoids kube-proxy's 0x4000/0x8000 and Calico's 0xffff0000
+    assert c.mark_mask & (0x4000 | 0x8000 | 0xFFFF0000) == 0
+
+
+def test_flags() -> None:
+    c = parse_config(
+        [
+            "--port",
+            "9999",
+            "--ttl",
+            "5",
+            "--mark-mask",
+            "0xff00",
+            "--map-size",
+            "16",
+            "--max-series",
+            "3",
+            "--drain-interval",
+            "0.5",
+        ],
+        {},
+    )
+    assert (c.port, c.ttl, c.mark_mask, c.map_size, c.max_series, c.drain_interval) == (9999, 5, 0xFF00, 16, 3, 0.5)
+
+
+def test_felix_env_and_flag_precedence(tmp_path: Path) -> None:
+    cert, key, ca = (tmp_path / n for n in ("c.pem", "k.pem", "ca.pem"))
+    for f in (cert, key, ca):
+        f.write_text("x")
+    env = {
+        "FELIX_PROMETHEUSREPORTERPORT": "9555",
+        "FELIX_PROMETHEUSREPORTERCERTFILE": str(cert),
+        "FELIX_PROMETHEUSREPORTERKEYFILE": str(key),
+        "FELIX_PROMETHEUSREPORTERCAFILE": str(ca),
+        "FELIX_PROMETHEUSREPORTERENABLED": "true",
+    }
+    c = parse_config([], env)
+    assert c.port == 9555 and c.tls is not None and (c.tls.cert, c.tls.key, c.tls.ca) == (cert, key, ca)
+    assert parse_config(["--port", "9081"], env).port == 9081
+    assert not parse_config([], {"FELIX_PROMETHEUSREPORTERENABLED": "false"}).enabled
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "0"], {}, "--port: 0 is out of range"),
+        (["--port", "http"], {}, "--port: 'http' is not a port number"),
+        ([], {"FELIX_PROMETHEUSREPORTERPORT": "70000"}, "FELIX_PROMETHEUSREPORTERPORT: 70000 is out of range"),
+        (["--ttl", "-1"], {}, "--ttl: '-1' must be a positive"),
+        (["--ttl", "nan"], {}, "--ttl: 'nan' must be a positive"),
+        (["--mark-mask", "0x0"], {}, "--mark-mask: '0x0' must be a non-zero 32-bit mask"),
+        (["--mark-mask", "0x1ffffffff"], {}, "non-zero 32-bit"),
+        (["--mark-mask", "ff!"], {}, "not hexadecimal"),
+        (["--map-size", "0"], {}, "--map-size: 0 is out of range"),
+        (["--max-series", "many"], {}, "--max-series: 'many' is not an integer"),
+        (["--drain-interval", "90"], {}, "longer than --ttl"),
+        (["--tls-cert", "/nonexistent.pem"], {}, "--tls-cert: '/nonexistent.pem' is not a readable file"),
+        ([], {"FELIX_PROMETHEUSREPORTERENABLED": "maybe"}, "FELIX_PROMETHEUSREPORTERENABLED: 'maybe' is not a boolean"),
+        (["--bogus"], {}, "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(argv, env)
+    assert message in str(info.value)
+
+
+def test_tls_needs_cert_and_key(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(ConfigError, match="both a certificate and its key"):
+        parse_config(["--tls-ca", str(ca)], {})
+
+
+def test_main_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--max-series", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["policywatch-collector: error: --max-series: -5 is out of range; use 1-16777216"]
+
+
+def test_disabled_reporter_exits_0(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FELIX_PROMETHEUSREPORTERENABLED", "false")
+    assert main([]) == 0
+    assert "disabled" in capsys.readouterr().err
