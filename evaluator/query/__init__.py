@@ -8,6 +8,7 @@ from evaluator.query.dsl import aggregation_request, search_body, to_dsl
 from evaluator.query.errors import QueryError
 from evaluator.query.parser import parse
 from evaluator.query.schema import DATASETS, TIME_FIELD, FieldSpec
+from evaluator.query.sql import to_sql
 from evaluator.query.unparse import unparse
 from evaluator.query.validate import compile_query, validate
 
@@ -29,6 +30,7 @@ __all__ = [
     "parse",
     "search_body",
     "to_dsl",
+    "to_sql",
     "unparse",
     "validate",
 ]
