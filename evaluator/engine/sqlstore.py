@@ -1,83 +1,30 @@
-"""The embedded log store: the query dev's SQL tables (``evaluator.logstore.tables``), queried with SQL.
+"""The embedded log store: the SQL tables of ``evaluator.logstore`` queried with SQL.
 
-Aggregations over scalar keys are one ``GROUP BY`` streamed from the server in pages (memory stays flat
-whatever the row count). When an ``aggregateBy`` key is multi-valued (``dest_labels.labels``,
-``servers.name``, ...), a record counts in the bucket of each of its values, as Elasticsearch's composite
-aggregation does; those buckets are built here from the matching records, streamed likewise, and stop at
-the caller's limit.
+An aggregation is one ``GROUP BY`` streamed from the server in pages, so memory stays flat whatever the
+row count. A multi-valued ``aggregateBy`` key (``dest_labels.labels``, ``servers.name``, ...) joins the
+values table, so a record counts in the bucket of each of its values, as Elasticsearch's terms
+aggregation does; a record without a value is in the null bucket (outer join), as the OpenSearch
+composite with ``missing_bucket``. Times are epoch seconds in the tables.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from evaluator.engine.model import Bucket, Hit, StoreError, Window
-from evaluator.events import utc
-from evaluator.logstore.tables import column_for, table_for
-from evaluator.query import TIME_FIELD
-from evaluator.query.schema import FieldSpec, field
-from evaluator.query.sql import to_sql
+from evaluator.logstore.tables import column_for, table_for, values_table_for
+from evaluator.query import TIME_FIELD, to_sql
+from evaluator.query.schema import field
 
 PAGE_ROWS = 2_000
 
 
-def _record_column(table: sa.Table) -> sa.Column[Any]:
-    for column in table.columns:
-        if isinstance(column.type, sa.JSON):
-            return column
-    raise RuntimeError(f"log table {table.name} has no JSON column holding the original record")
-
-
-def values_at(record: Mapping[str, Any], spec: FieldSpec) -> list[Any]:
-    """Every value of ``spec`` in ``record``, walking its path through dicts and flattening lists."""
-    current: list[Any] = [record]
-    for part in spec.path:
-        nxt: list[Any] = []
-        for item in current:
-            if isinstance(item, Mapping) and part in item:
-                value = item[part]
-                nxt.extend(value if isinstance(value, list) else [value])
-            elif isinstance(item, list):
-                for sub in item:
-                    if isinstance(sub, Mapping) and part in sub:
-                        value = sub[part]
-                        nxt.extend(value if isinstance(value, list) else [value])
-        current = nxt
-    return [v for v in current if v is not None and not isinstance(v, Mapping | list)]
-
-
-class _Accumulator:
-    __slots__ = ("count", "total", "low", "high", "seen")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.low: float | None = None
-        self.high: float | None = None
-        self.seen = 0
-
-    def add(self, values: Sequence[float]) -> None:
-        self.count += 1
-        for v in values:
-            self.total += v
-            self.seen += 1
-            self.low = v if self.low is None or v < self.low else self.low
-            self.high = v if self.high is None or v > self.high else self.high
-
-    def value(self, metric: str | None) -> float | None:
-        if metric in (None, "count"):
-            return None
-        if metric == "sum":
-            return self.total
-        if metric == "min":
-            return self.low
-        if metric == "max":
-            return self.high
-        return self.total / self.seen if self.seen else None
+def epoch(moment: datetime) -> float:
+    return moment.timestamp()
 
 
 class SqlLogStore:
@@ -87,7 +34,7 @@ class SqlLogStore:
 
     def _where(self, dataset: str, query: Any, window: Window) -> list[sa.ColumnElement[bool]]:
         time_col = column_for(dataset, TIME_FIELD[dataset])
-        clauses: list[sa.ColumnElement[bool]] = [time_col > utc(window.start), time_col <= utc(window.end)]
+        clauses: list[sa.ColumnElement[bool]] = [time_col > epoch(window.start), time_col <= epoch(window.end)]
         if query is not None:
             clauses.append(to_sql(query, dataset))
         return clauses
@@ -111,18 +58,24 @@ class SqlLogStore:
         field: str | None,
         limit: int,
     ) -> Iterator[Bucket]:
-        specs = [_field(dataset, key) for key in aggregate_by]
-        if any(s.multi_valued for s in specs):
-            yield from self._aggregate_records(dataset, query, window, specs, metric, field, limit)
-            return
-        keys = [column_for(dataset, key).label(f"k{i}") for i, key in enumerate(aggregate_by)]
+        main = table_for(dataset)
+        source: sa.FromClause = main
+        keys: list[sa.ColumnElement[Any]] = []
+        for i, key in enumerate(aggregate_by):
+            if _multi_valued(dataset, key):
+                values = values_table_for(dataset).alias(f"v{i}")
+                source = source.outerjoin(values, sa.and_(values.c.record_id == main.c.id, values.c.key == key))
+                keys.append(values.c.value)
+            else:
+                keys.append(column_for(dataset, key))
         metric_expr = _metric(dataset, metric, field)
-        stmt = sa.select(*keys, sa.func.count().label("n"), metric_expr.label("v")).where(
-            *self._where(dataset, query, window)
+        stmt = (
+            sa.select(*keys, sa.func.count().label("n"), metric_expr.label("v"))
+            .select_from(source)
+            .where(*self._where(dataset, query, window))
         )
         if keys:
-            raw = [column_for(dataset, key) for key in aggregate_by]
-            stmt = stmt.where(*(c.is_not(None) for c in raw)).group_by(*raw).order_by(*raw).limit(limit)
+            stmt = stmt.group_by(*keys).order_by(*keys).limit(limit)
         for row in self._stream(stmt):
             value = row.v
             yield Bucket(
@@ -131,57 +84,33 @@ class SqlLogStore:
                 value=None if value is None else float(value),
             )
 
-    def _aggregate_records(
-        self,
-        dataset: str,
-        query: Any,
-        window: Window,
-        specs: Sequence[FieldSpec],
-        metric: str | None,
-        field_key: str | None,
-        limit: int,
-    ) -> Iterator[Bucket]:
-        table = table_for(dataset)
-        record_col = _record_column(table)
-        metric_spec = _field(dataset, field_key) if field_key and metric not in (None, "count") else None
-        stmt = sa.select(record_col).where(*self._where(dataset, query, window))
-        buckets: dict[tuple[Any, ...], _Accumulator] = {}
-        full = False
-        for row in self._stream(stmt):
-            record = row[0]
-            per_key = [sorted(set(values_at(record, s)), key=str) for s in specs]
-            numbers = [float(v) for v in values_at(record, metric_spec)] if metric_spec else []
-            for combo in itertools.product(*per_key):
-                acc = buckets.get(combo)
-                if acc is None:
-                    if len(buckets) >= limit:
-                        full = True  # the caller asked for at most ``limit``: it reports the cap
-                        break
-                    acc = buckets[combo] = _Accumulator()
-                acc.add(numbers)
-            if full:
-                break
-        for combo in sorted(buckets, key=lambda k: tuple(str(v) for v in k)):
-            acc = buckets[combo]
-            yield Bucket(key=combo, doc_count=acc.count, value=acc.value(metric))
-
     def hits(self, *, dataset: str, query: Any, window: Window, limit: int) -> Iterator[Hit]:
-        table = table_for(dataset)
-        record_col = _record_column(table)
-        id_col = next(iter(table.primary_key.columns))
+        main = table_for(dataset)
         time_col = column_for(dataset, TIME_FIELD[dataset])
         stmt = (
-            sa.select(id_col, time_col, record_col)
+            sa.select(main.c.id, time_col, main.c.record)
             .where(*self._where(dataset, query, window))
-            .order_by(time_col, id_col)
+            .order_by(time_col, main.c.id)
             .limit(limit)
         )
         for row in self._stream(stmt):
-            yield Hit(id=f"{dataset}:{row[0]}", time=utc(row[1]), record=row[2])
+            record_id, seconds, record = row[0], row[1], row[2]  # type: ignore[misc]
+            yield Hit(id=f"{dataset}:{record_id}", time=datetime.fromtimestamp(seconds, UTC), record=record)
+
+    def delete_before(self, dataset: str, cutoff: datetime) -> int:
+        """Retention: drop records older than ``cutoff`` (their values go with them)."""
+        main = table_for(dataset)
+        values = values_table_for(dataset)
+        time_col = column_for(dataset, TIME_FIELD[dataset])
+        old = sa.select(main.c.id).where(time_col < epoch(cutoff))
+        with self._engine.begin() as conn:
+            conn.execute(values.delete().where(values.c.record_id.in_(old)))
+            return conn.execute(main.delete().where(time_col < epoch(cutoff))).rowcount
 
 
-def _field(dataset: str, key: str) -> FieldSpec:
-    return field(dataset, key)
+def _multi_valued(dataset: str, key: str) -> bool:
+    spec = field(dataset, key)
+    return spec.multi_valued or spec.dynamic
 
 
 def _metric(dataset: str, metric: str | None, field_key: str | None) -> sa.ColumnElement[Any]:
@@ -190,5 +119,8 @@ def _metric(dataset: str, metric: str | None, field_key: str | None) -> sa.Colum
     column = column_for(dataset, field_key)
     if metric == "sum":  # a sum over no rows is 0, as in Elasticsearch
         return sa.func.coalesce(sa.func.sum(column), 0)
-    functions = {"min": sa.func.min, "max": sa.func.max, "avg": sa.func.avg}
-    return functions[metric](column)
+    if metric == "min":
+        return sa.func.min(column)
+    if metric == "max":
+        return sa.func.max(column)
+    return sa.func.avg(column)
