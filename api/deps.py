@@ -1,0 +1,51 @@
+"""Dependencies of the routes: the per-app services, and the decoded request body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from api.http import decode_body
+from api.resources import KINDS
+from api.settings import Settings
+from api.store import ObjectStore, SqlAlertRepository
+from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+
+
+@dataclass
+class Services:
+    """What the routes of one app share; built once by ``create_app``."""
+
+    settings: Settings
+    engine: Engine
+    catalog: QueryCatalog = DEFAULT_CATALOG
+    stores: dict[str, ObjectStore] = field(default_factory=dict)
+    flush_intervals: dict[str, timedelta] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.stores:
+            self.stores = {k.kind: ObjectStore(self.engine, k) for k in KINDS}
+        if not self.flush_intervals:
+            self.flush_intervals = self.settings.flush_intervals()
+
+    @property
+    def repository(self) -> SqlAlertRepository:
+        return SqlAlertRepository(self.engine)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def read_object_body(request: Request) -> Any:
+    """The body as one decoded object (JSON, or YAML by Content-Type)."""
+    return decode_body(await request.body(), request.headers.get("content-type"))
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ObjectBody = Annotated[Any, Depends(read_object_body)]

@@ -1,0 +1,161 @@
+"""OpenAPI description of the resources (documentation only).
+
+Requests are decoded by hand (JSON or YAML) and validated by ``evaluator.alerts`` so that every error is
+reported at once with its path, value and reason; these pydantic models only describe the shapes in
+/openapi.json. ``inline_schema`` flattens a model's ``$defs`` so the schema can sit inside an operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.http import JSON_TYPE, YAML_TYPE
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ...,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="DNS-1123 subdomain",
+    )
+    resourceVersion: str | None = Field(None, description="send back on PUT to guard against lost updates")
+    uid: str | None = Field(None, description="server-set")
+    generation: int | None = Field(None, description="server-set; grows when the spec changes")
+    creationTimestamp: str | None = Field(None, description="server-set, RFC 3339")
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class AlertSpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(..., description="event text; ${key} substitutes an aggregateBy key or the metric")
+    severity: int = Field(..., ge=1, le=100)
+    dataSet: Literal["audit", "dns", "flows"]
+    period: str | None = Field(None, description='Go duration, at least 1m (default "5m")')
+    lookback: str | None = Field(None, description='Go duration, at least 1m (default "10m")')
+    query: str | None = Field(None, description="selection in the GlobalAlert query language")
+    aggregateBy: list[str] | None = None
+    field: str | None = Field(None, description="numeric key for avg, max, min, sum")
+    metric: Literal["avg", "max", "min", "sum", "count"] | None = None
+    condition: Literal["eq", "not_eq", "lt", "lte", "gt", "gte"] | None = None
+    threshold: float | None = None
+
+
+class ErrorConditionModel(BaseModel):
+    type: str
+    message: str
+
+
+class AlertStatusModel(BaseModel):
+    lastUpdate: str | None = None
+    active: bool = False
+    healthy: bool = False
+    executionState: str = ""
+    lastExecuted: str | None = None
+    lastEvent: str | None = None
+    errorConditions: list[ErrorConditionModel] = []
+
+
+class GlobalAlertModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="GlobalAlert")
+
+    apiVersion: Literal["projectcalico.org/v3"] = "projectcalico.org/v3"
+    kind: Literal["GlobalAlert"] = "GlobalAlert"
+    metadata: ObjectMeta
+    spec: AlertSpecModel
+    status: AlertStatusModel | None = Field(None, description="server-owned; ignored on write")
+
+
+class GlobalAlertTemplateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="GlobalAlertTemplate")
+
+    apiVersion: Literal["projectcalico.org/v3"] = "projectcalico.org/v3"
+    kind: Literal["GlobalAlertTemplate"] = "GlobalAlertTemplate"
+    metadata: ObjectMeta
+    spec: AlertSpecModel
+
+
+class ListMeta(BaseModel):
+    resourceVersion: str | None = None
+    continue_: str | None = Field(None, alias="continue", description="pass as ?continue= for the next page")
+
+
+class GlobalAlertListModel(BaseModel):
+    model_config = ConfigDict(title="GlobalAlertList")
+
+    apiVersion: str
+    kind: Literal["GlobalAlertList"]
+    metadata: ListMeta
+    items: list[GlobalAlertModel]
+
+
+class GlobalAlertTemplateListModel(BaseModel):
+    model_config = ConfigDict(title="GlobalAlertTemplateList")
+
+    apiVersion: str
+    kind: Literal["GlobalAlertTemplateList"]
+    metadata: ListMeta
+    items: list[GlobalAlertTemplateModel]
+
+
+class FieldErrorModel(BaseModel):
+    path: str
+    value: Any = None
+    reason: str
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(title="Status")
+
+    apiVersion: str
+    kind: Literal["Status"]
+    status: Literal["Failure"]
+    code: int
+    reason: str
+    message: str
+    errors: list[FieldErrorModel] | None = None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with every ``$ref`` into ``$defs`` replaced by the definition."""
+    schema = model.model_json_schema(by_alias=True)
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def body_content(model: type[BaseModel]) -> dict[str, Any]:
+    schema = inline_schema(model)
+    return {JSON_TYPE: {"schema": schema}, YAML_TYPE: {"schema": schema}}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "malformed body or parameter",
+        401: "missing or unknown bearer token",
+        403: "token lacks the write role",
+        404: "not found",
+        409: "already exists, or resourceVersion is stale",
+        413: "body over the size limit",
+        415: "unsupported Content-Type",
+        422: "invalid object: every offending field with its value and the reason",
+    }
+    content = {JSON_TYPE: {"schema": inline_schema(StatusModel)}}
+    return {code: {"description": descriptions[code], "content": content} for code in codes}

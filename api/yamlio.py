@@ -1,0 +1,148 @@
+"""Safe, bounded YAML and JSON decoding for request bodies and ``policywatchctl -f`` files.
+
+YAML comes from untrusted clients: only plain data is accepted (no tags at all, not even the safe
+``!!binary``/``!!set`` ones), aliases are limited (no "billion laughs"), and so are nesting depth and
+the number of documents. Errors say what was wrong and where (line and column).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+MAX_ALIASES = 100
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+MAX_DOCUMENTS = 1000
+
+
+class DecodeError(ValueError):
+    """The body or file is not acceptable JSON/YAML; the message names the place and the problem."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses tags, limits aliases and depth, and bounds the size of the document
+    once aliases are expanded (the "billion laughs" attack reuses few aliases many times)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        mark = event.start_mark
+        where = f"YAML line {mark.line + 1}, column {mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise DecodeError(f"{where}: more than {MAX_ALIASES} aliases (*ref); expand them")
+            target = Composer.compose_node(self, parent, index)
+            if target is not None and id(target) not in self._sizes:
+                raise DecodeError(f"{where}: an alias refers to its own parent (recursive data)")
+            return target
+        if getattr(event, "tag", None) is not None:
+            raise DecodeError(f"{where}: tag {event.tag!r} is not allowed; write plain values (no '!' tags)")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        try:
+            node = Composer.compose_node(self, parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None and id(node) not in self._sizes:
+            self._sizes[id(node)] = self._expanded_size(node, where)
+        return node
+
+    def _expanded_size(self, node: Node, where: str) -> int:
+        if isinstance(node, SequenceNode):
+            children: list[Node] = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            return 1
+        size = 1
+        for child in children:
+            child_size = self._sizes.get(id(child))
+            if child_size is None:
+                raise DecodeError(f"{where}: an alias refers to its own parent (recursive data)")
+            size += child_size
+        if size > MAX_NODES:
+            raise DecodeError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
+        return size
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """All documents of a (multi-document) YAML text; empty documents are dropped."""
+    loader = _BoundedLoader(text)
+    documents: list[Any] = []
+    try:
+        while loader.check_node():
+            if len(documents) >= MAX_DOCUMENTS:
+                raise DecodeError(f"more than {MAX_DOCUMENTS} YAML documents")
+            document = loader.construct_document(loader.get_node())
+            if document is not None:
+                documents.append(_plain(document))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown place"
+        raise DecodeError(f"invalid YAML at {where}: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise DecodeError(f"invalid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise DecodeError(f"YAML nested deeper than {MAX_DEPTH} levels") from exc
+    finally:
+        loader.dispose()
+    return documents
+
+
+def load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise DecodeError("JSON nested too deeply") from exc
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"body is not UTF-8 (byte {exc.start}); send UTF-8 JSON or YAML") from exc
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def dump_yaml_documents(documents: list[Any]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _plain(value: Any) -> Any:
+    """YAML timestamps become RFC 3339 strings, so decoded data is JSON-compatible."""
+    if isinstance(value, dict):
+        return {_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int | float):
+        return str(key)
+    raise DecodeError(f"YAML mapping key {key!r} is not a plain value")
