@@ -45,7 +45,8 @@ class SqlLogStore:
                 result = conn.execution_options(stream_results=True, yield_per=self._page_rows).execute(stmt)
                 yield from result
         except sa.exc.DBAPIError as exc:
-            raise StoreError(f"embedded log store query failed: {exc.orig or exc}") from exc
+            where = self._engine.url.render_as_string(hide_password=True)
+            raise StoreError(f"embedded log store {where} query failed: {exc.orig or exc}") from exc
 
     def aggregate(
         self,
