@@ -263,6 +263,11 @@ class BpfDropSource:
     def bpf_stats(self) -> tuple[int, int] | None:
         return read_prog_stats(self._prog_fd)
 
+    @property
+    def program_id(self) -> int | None:
+        """The kernel's id of the attached program (``bpftool prog show id N``)."""
+        return read_fdinfo(self._prog_fd).get("prog_id")
+
     def close(self) -> None:
         self._bpf.cleanup()
 
@@ -274,12 +279,24 @@ def _parse_key(raw: bytes | memoryview) -> tuple[int, int, bytes]:
     return policy, family, bytes(raw[8:24])
 
 
-def read_prog_stats(fd: int, *, proc: Path = Path("/proc/self/fdinfo")) -> tuple[int, int] | None:
+def read_fdinfo(fd: int, *, proc: Path = Path("/proc/self/fdinfo")) -> dict[str, int]:
+    """The integer fields of a BPF object's fdinfo (prog_id, run_time_ns, run_cnt, ...)."""
     try:
         text = (proc / str(fd)).read_text()
     except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {}
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        try:
+            fields[name.strip()] = int(value.strip())
+        except ValueError:
+            continue
+    return fields
+
+
+def read_prog_stats(fd: int, *, proc: Path = Path("/proc/self/fdinfo")) -> tuple[int, int] | None:
+    fields = read_fdinfo(fd, proc=proc)
     if "run_time_ns" not in fields or "run_cnt" not in fields:
         return None
-    return int(fields["run_time_ns"]), int(fields["run_cnt"])
+    return fields["run_time_ns"], fields["run_cnt"]

@@ -116,6 +116,7 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
             source=source, store=store, resolver=resolver, health=health, ruleset_refresh=config.ruleset_refresh
         )
         server.start()
+        log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
         scheme = "https" if config.tls else "http"
         log.info(
             "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",

@@ -1,0 +1,241 @@
+"""The collector end to end, as root: real kernel, BPF, nftables, veths and namespaces; no mocks."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import SPOOF_SENDER, UDP_SENDER, RunningCollector, free_port
+
+from tests.fixtures.netns import Netns
+
+pytestmark = pytest.mark.root
+
+PY = sys.executable
+# Random per run: other tests on this machine drop packets from their own namespaces, maybe from common addresses.
+_NET = secrets.randbelow(250) + 1, secrets.randbelow(250) + 1
+V4_SRC, V4_DST = f"10.{_NET[0]}.{_NET[1]}.1", f"10.{_NET[0]}.{_NET[1]}.2"
+V6_SRC, V6_DST = f"fd7e:{_NET[0]:x}:{_NET[1]:x}::1", f"fd7e:{_NET[0]:x}:{_NET[1]:x}::2"
+UDP_V4_OVERHEAD, UDP_V6_OVERHEAD = 28, 48  # IP + UDP headers: bytes are IP packet lengths, as nft counts them
+
+
+def pair(netns: Netns) -> tuple[str, str]:
+    """Sender and receiver namespaces joined by a veth, with IPv4 and IPv6 addresses."""
+    sender, receiver = netns.add("send"), netns.add("recv")
+    netns.veth(sender, receiver, addrs_a=[f"{V4_SRC}/24", f"{V6_SRC}/64"], addrs_b=[f"{V4_DST}/24", f"{V6_DST}/64"])
+    return sender, receiver
+
+
+def send(netns: Netns, ns: str, dst: str, port: int, count: int, size: int) -> None:
+    netns.run(ns, PY, "-c", UDP_SENDER, dst, str(port), str(count), str(size))
+
+
+def ours(series: dict[tuple[str, str, str], float], tag: str) -> dict[tuple[str, str, str], float]:
+    """Only the series of this test (other tests on the machine may drop packets too)."""
+    return {k: v for k, v in series.items() if tag in k[1] or k[2] in (V4_SRC, V6_SRC)}
+
+
+def nft_counter(netns: Netns, ns: str, comment: str) -> tuple[int, int]:
+    for line in netns.run(ns, "nft", "list", "ruleset").splitlines():
+        if f'comment "{comment}"' in line:
+            words = line.split()
+            return int(words[words.index("packets") + 1]), int(words[words.index("bytes") + 1])
+    raise AssertionError(f"no rule {comment}")
+
+
+def test_two_policies_ipv4_ipv6_exact_packets_and_bytes(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    tag = secrets.token_hex(3)
+    pol_a, pol_b = f"default/deny-a-{tag}", f"profile/k8s_ns.ns-{tag}/0/deny"
+    sender, receiver = pair(netns)
+    netns.nft(
+        receiver,
+        f"""
+        table inet pwtest {{
+          chain input {{ type filter hook input priority 0; policy accept;
+            udp dport 7001 meta mark set 0x101 counter drop comment "{pol_a}"
+            udp dport 7002 meta mark set meta mark & 0xffffc000 | 0x202 counter drop comment "{pol_b}"
+          }}
+        }}
+        """,
+    )
+    collector = start_collector()
+    plan = [  # (dst, port, count, payload size, policy, source, overhead)
+        (V4_DST, 7001, 5, 100, pol_a, V4_SRC, UDP_V4_OVERHEAD),
+        (V6_DST, 7001, 7, 60, pol_a, V6_SRC, UDP_V6_OVERHEAD),
+        (V4_DST, 7002, 3, 33, pol_b, V4_SRC, UDP_V4_OVERHEAD),
+        (V6_DST, 7002, 4, 1000, pol_b, V6_SRC, UDP_V6_OVERHEAD),
+    ]
+    for dst, port, count, size, *_ in plan:
+        send(netns, sender, dst, port, count, size)
+    send(netns, sender, V4_DST, 7003, 9, 10)  # allowed: no rule drops it
+    send(netns, sender, V6_DST, 7003, 9, 10)
+    expected: dict[tuple[str, str, str], float] = {}
+    for _dst, _port, count, size, policy, src, overhead in plan:
+        expected[("calico_denied_packets", policy, src)] = count
+        expected[("calico_denied_bytes", policy, src)] = count * (size + overhead)
+    got = collector.wait_for(lambda s: ours(s, tag) == expected)
+    assert ours(got, tag) == expected
+    time.sleep(0.6)  # a few more drains: nothing counted twice
+    assert ours(collector.series(), tag) == expected
+    # the dropping rules' own counters agree with the exported sums
+    for policy in (pol_a, pol_b):
+        packets = sum(v for (m, p, _), v in expected.items() if p == policy and m == "calico_denied_packets")
+        nbytes = sum(v for (m, p, _), v in expected.items() if p == policy and m == "calico_denied_bytes")
+        assert nft_counter(netns, receiver, policy) == (packets, nbytes)
+    health = collector.scrape("/collector/metrics").text
+    assert "policywatch_collector_drain_duration_seconds_count" in health
+    assert "calico_denied" not in health
+    assert "policywatch_collector" not in collector.scrape().text
+
+
+def test_series_expires_after_ttl_and_restarts_from_zero(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    tag = secrets.token_hex(3)
+    policy = f"ttl-{tag}"
+    sender, receiver = pair(netns)
+    netns.nft(
+        receiver,
+        f"""table ip pwtest {{ chain input {{ type filter hook input priority 0;
+            udp dport 7001 meta mark set 0x55 drop comment "{policy}"
+        }}
+        }}""",
+    )
+    collector = start_collector("--ttl", "2")
+    key = ("calico_denied_packets", policy, V4_SRC)
+    send(netns, sender, V4_DST, 7001, 3, 10)
+    last_drop = time.monotonic()
+    assert collector.wait_for(lambda s: s.get(key) == 3).get(key) == 3
+    gone = collector.wait_for(lambda s: key not in s, timeout=10)
+    elapsed = time.monotonic() - last_drop
+    assert key not in gone
+    assert 1.5 <= elapsed <= 5.0, elapsed  # TTL 2 s after the last drop (+ drain interval and polling)
+    send(netns, sender, V4_DST, 7001, 2, 10)
+    assert collector.wait_for(lambda s: s.get(key) == 2).get(key) == 2  # a new series, counting from 0
+
+
+def test_rename_is_picked_up_without_restart_and_fallback_labels(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    tag = secrets.token_hex(3)
+    old, new = f"old-{tag}", f"new-{tag}"
+    sender, receiver = pair(netns)
+    ruleset = """
+        table inet pwtest {{
+          chain pre {{ type filter hook prerouting priority 0;
+            udp dport 7005 meta mark set 0x1ee
+          }}
+          chain input {{ type filter hook input priority 0;
+            udp dport 7001 meta mark set 0x77 counter drop comment "{name}"
+            udp dport 7005 drop
+            udp dport 7006 drop
+          }}
+        }}"""
+    netns.nft(receiver, ruleset.format(name=old))
+    collector = start_collector("--ruleset-refresh", "0.3")
+    send(netns, sender, V4_DST, 7001, 2, 10)
+    assert (
+        collector.wait_for(lambda s: ("calico_denied_packets", old, V4_SRC) in s)[
+            ("calico_denied_packets", old, V4_SRC)
+        ]
+        == 2
+    )
+    netns.run(receiver, "nft", "delete", "table", "inet", "pwtest")
+    netns.nft(receiver, ruleset.format(name=new))
+    time.sleep(1.0)  # past --ruleset-refresh
+    send(netns, sender, V4_DST, 7001, 4, 10)
+    send(netns, sender, V4_DST, 7005, 3, 10)  # mark 0x1ee set by a rule that does not drop: no name for it
+    send(netns, sender, V4_DST, 7006, 5, 10)  # dropped with no mark at all
+    want = {
+        ("calico_denied_packets", new, V4_SRC): 4,
+        ("calico_denied_packets", "mark/0x1ee", V4_SRC): 3,
+        ("calico_denied_packets", "unmarked", V4_SRC): 5,
+    }
+    got = collector.wait_for(lambda s: all(s.get(k) == v for k, v in want.items()))
+    assert {k: got.get(k) for k in want} == want
+    assert got[("calico_denied_packets", old, V4_SRC)] == 2  # the old name's series keeps its total until its TTL
+    assert "ruleset_refreshes_total" in collector.scrape("/collector/metrics").text
+
+
+def test_tiny_map_overflow_keeps_totals_exact(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
+    tag = secrets.token_hex(3)
+    policy = f"flood-{tag}"
+    sender, receiver = pair(netns)
+    # prerouting: spoofed sources are dropped before reverse-path filtering could discard them
+    netns.nft(
+        receiver,
+        f"""table ip pwtest {{ chain pre {{ type filter hook prerouting priority 0;
+            udp dport 7009 meta mark set 0x99 counter drop comment "{policy}"
+        }}
+        }}""",
+    )
+    collector = start_collector("--map-size", "16", "--max-series", "40", "--drain-interval", "2")
+    sources, repeat = 300, 2
+    netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", f"10.{_NET[0]}.200.1", str(sources), str(repeat))
+    sent = sources * repeat
+    assert nft_counter(netns, receiver, policy)[0] == sent  # every packet reached the rule
+
+    def total(s: dict[tuple[str, str, str], float]) -> float:
+        return sum(v for (m, p, _), v in s.items() if m == "calico_denied_packets" and p == policy)
+
+    got = collector.wait_for(lambda s: total(s) >= sent)
+    assert total(got) == sent
+    per_source = [k for k in got if k[0] == "calico_denied_packets" and k[1] == policy and k[2] != "overflow"]
+    assert 0 < len(per_source) <= 40
+    assert got[("calico_denied_packets", policy, "overflow")] > 0
+    assert sum(v for (m, p, _), v in got.items() if m == "calico_denied_bytes" and p == policy) == sent * 46
+    overflow_total = next(
+        float(line.split()[-1])
+        for line in collector.scrape("/collector/metrics").text.splitlines()
+        if line.startswith("policywatch_collector_overflow_packets_total")
+    )
+    # other tests' drops may overflow this tiny map too
+    assert overflow_total >= got[("calico_denied_packets", policy, "overflow")]
+
+
+def test_sigterm_detaches_and_exits_cleanly(start_collector: Callable[..., RunningCollector]) -> None:
+    collector = start_collector()
+    prog_id = collector.program_id()
+    assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
+    assert collector.stop() == 0
+    assert "BPF program detached" in collector.log
+    assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode != 0
+
+
+def test_startup_errors_are_one_line(start_collector: Callable[..., RunningCollector]) -> None:
+    running = start_collector()
+    busy = subprocess.run(
+        [str(running.proc.args[0]), "--host", "127.0.0.1", "--port", str(running.port)],  # type: ignore[index]
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert busy.returncode == 1
+    errors = [line for line in busy.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"policywatch-collector: error: port {running.port} is already in use on 127.0.0.1; "
+        "choose another with --port or FELIX_PROMETHEUSREPORTERPORT"
+    ]
+    nobody = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            str(running.proc.args[0]),
+            "--port",
+            str(free_port()),
+        ],  # type: ignore[index]
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nobody.returncode == 1
+    assert "needs root (or the capabilities CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF)" in nobody.stderr
