@@ -6,12 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from api.ctl import query
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policywatchctl", description="Client of the policywatch evaluator (GlobalAlert API)."
     )
-    parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    query.register(subparsers)
     return parser
 
 

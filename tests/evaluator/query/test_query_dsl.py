@@ -1,6 +1,6 @@
 """Golden query -> OpenSearch DSL fixtures for every construct, and aggregation requests.
 
-Regenerate after a deliberate change with ``POLICYWATCH_UPDATE_GOLDEN=1 pytest tests/evaluator/query/test_dsl.py``
+Regenerate after a deliberate change with ``POLICYWATCH_UPDATE_GOLDEN=1 pytest tests/evaluator/query/test_query_dsl.py``
 and read the diff.
 """
 
