@@ -1,0 +1,126 @@
+"""Two namespaces joined by a veth, each with tagged deny rules, and the traffic they deny.
+
+frontend (10.77.0.1, .11, .12, fd77::1)  <--veth-->  db (10.77.0.2, fd77::2)
+
+- db drops UDP 5432 from the frontend, tagged:  meta mark set 0x11 ... drop comment "demo-db/deny-frontend-to-postgres"
+- frontend drops UDP 53 from db, tagged:        meta mark set 0x12 ... drop comment "demo-frontend/deny-dns-from-db"
+- db also drops UDP 9 with no mark: the collector reports it as policy="unmarked".
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from demo.assets import REPO_ROOT
+from tests.fixtures.netns import Netns
+
+POLICY_DB = "demo-db/deny-frontend-to-postgres"
+POLICY_FRONTEND = "demo-frontend/deny-dns-from-db"
+MARK_DB = 0x11
+MARK_FRONTEND = 0x12
+FRONTEND_IPS = ("10.77.0.1", "10.77.0.11", "10.77.0.12", "fd77::1")
+DB_IPS = ("10.77.0.2", "fd77::2")
+TABLE = "policywatch_demo"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One stream of denied datagrams."""
+
+    ns: str
+    src: str
+    dst: str
+    port: int
+    rate: float
+    policy: str
+
+
+def _ruleset(rules: str) -> str:
+    return (
+        f"table inet {TABLE} {{\n"
+        "  chain input {\n"
+        "    type filter hook input priority 0; policy accept;\n"
+        f"{rules}"
+        "  }\n"
+        "}\n"
+    )
+
+
+class Topology:
+    """Builds the namespaces through the test suite's ``Netns`` (which removes everything in ``close()``)."""
+
+    def __init__(self, netns: Netns | None = None) -> None:
+        self.netns = netns or Netns()
+        self.frontend = ""
+        self.db = ""
+
+    def build(self) -> Topology:
+        self.frontend = self.netns.add("frontend")
+        self.db = self.netns.add("db")
+        self.netns.veth(
+            self.frontend,
+            self.db,
+            addrs_a=[f"{ip}/{64 if ':' in ip else 24}" for ip in FRONTEND_IPS],
+            addrs_b=[f"{ip}/{64 if ':' in ip else 24}" for ip in DB_IPS],
+        )
+        self.netns.nft(
+            self.db,
+            _ruleset(
+                f"    ip saddr 10.77.0.0/24 udp dport 5432 meta mark set {MARK_DB:#x} counter drop "
+                f'comment "{POLICY_DB}"\n'
+                f"    ip6 saddr fd77::/64 udp dport 5432 meta mark set {MARK_DB:#x} counter drop "
+                f'comment "{POLICY_DB}"\n'
+                "    udp dport 9 counter drop\n"
+            ),
+        )
+        self.netns.nft(
+            self.frontend,
+            _ruleset(
+                f"    ip saddr 10.77.0.2 udp dport 53 meta mark set {MARK_FRONTEND:#x} counter drop "
+                f'comment "{POLICY_FRONTEND}"\n'
+            ),
+        )
+        return self
+
+    def flows(self) -> list[Flow]:
+        """10.77.0.1 hammers the database (above the rules' per-source and per-policy thresholds); the rest trickle."""
+        return [
+            Flow(self.frontend, "10.77.0.1", "10.77.0.2", 5432, 25.0, POLICY_DB),
+            Flow(self.frontend, "10.77.0.11", "10.77.0.2", 5432, 3.0, POLICY_DB),
+            Flow(self.frontend, "10.77.0.12", "10.77.0.2", 5432, 2.0, POLICY_DB),
+            Flow(self.frontend, "fd77::1", "fd77::2", 5432, 2.0, POLICY_DB),
+            Flow(self.db, "10.77.0.2", "10.77.0.1", 53, 2.0, POLICY_FRONTEND),
+            Flow(self.frontend, "10.77.0.11", "10.77.0.2", 9, 1.0, "unmarked"),
+        ]
+
+    def start_traffic(self, *, seconds: float) -> None:
+        """Start every flow in the background, bounded to ``seconds``; close() stops them."""
+        for flow in self.flows():
+            self.netns.popen(
+                flow.ns,
+                sys.executable,
+                "-m",
+                "demo.traffic",
+                "--src",
+                flow.src,
+                "--dst",
+                flow.dst,
+                "--port",
+                str(flow.port),
+                "--rate",
+                str(flow.rate),
+                "--count",
+                str(int(flow.rate * seconds) + 1),
+                "--seconds",
+                str(seconds),
+                cwd=str(REPO_ROOT),
+            )
+
+    def nft_counters(self) -> str:
+        return self.netns.run(self.db, "nft", "list", "table", "inet", TABLE) + self.netns.run(
+            self.frontend, "nft", "list", "table", "inet", TABLE
+        )
+
+    def close(self) -> None:
+        self.netns.close()
