@@ -63,7 +63,7 @@ _ESCAPES = {"\\": "\\", '"': '"', "'": "'", "/": "/", "n": "\n", "t": "\t", "r":
 _INT = re.compile(r"-?[0-9]+")
 _FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)")
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,3})?")
-_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL)
 
 
 def t_STRING(t: Any) -> Any:
@@ -122,7 +122,7 @@ def describe_char(char: str) -> str:
     code = f"U+{ord(char):04X}"
     if char.isprintable() and not char.isspace():
         return f"{char!r} ({code}{' ' + name if name else ''})"
-    return f"{code}{' ' + name if name else ' (control character)'}"
+    return f"{code}{' ' + name if name else ' (unprintable)'}"
 
 
 def unescape(body: str, start: int) -> str:
@@ -134,12 +134,12 @@ def unescape(body: str, start: int) -> str:
         escape = match.group(1)
         if escape in _ESCAPES:
             return _ESCAPES[escape]
-        if escape.startswith("u") and len(escape) == 5:
+        if escape[0] in "uU" and len(escape) in (5, 9) and int(escape[1:], 16) <= 0x10FFFF:
             return chr(int(escape[1:], 16))
         raise QueryError(
             f"unknown escape \\{escape} in string",
             position=start + match.start(),
-            expected=("\\\\", '\\"', "\\'", "\\n", "\\t", "\\r", "\\uXXXX"),
+            expected=("\\\\", '\\"', "\\'", "\\n", "\\t", "\\r", "\\uXXXX", "\\UXXXXXXXX"),
         )
 
     return _ESCAPE.sub(replace, body)

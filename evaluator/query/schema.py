@@ -237,7 +237,7 @@ def lookup(dataset: str, key: str) -> FieldSpec | None:
         return spec
     for prefix, (path, extra) in LABEL_PREFIXES[dataset].items():
         name = key[len(prefix) :]
-        if key.startswith(prefix) and name:
+        if key.startswith(prefix) and name and name.isprintable():
             return FieldSpec(key, FieldType.STRING, (*path, name), **extra)  # type: ignore[arg-type]
     return None
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 from evaluator.query.ast import And, Expr, Member, Not, Or, Scalar, Selector, SetSelector
 from evaluator.query.lexer import KEYWORDS
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 _BARE_PATTERN = re.compile(r"[A-Za-z0-9_.]*[*?][A-Za-z0-9_.*?]*")
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _QUOTE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -45,10 +47,16 @@ def unparse(expr: Expr | None) -> str:
 
 
 def quote(text: str) -> str:
-    escaped = "".join(
-        _QUOTE_ESCAPES.get(char, char if char.isprintable() or char == " " else f"\\u{ord(char):04x}") for char in text
-    )
-    return f'"{escaped}"'
+    return '"' + "".join(_QUOTE_ESCAPES.get(char) or _visible(char) for char in text) + '"'
+
+
+def _visible(char: str) -> str:
+    # Controls, format characters, separators and unassigned code points are written as escapes so
+    # that the text shows what it holds.
+    if unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+        return char
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _key(key: str) -> str:
