@@ -19,9 +19,10 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, TokenAuthMiddleware
-from api.routes import alerts
+from api.routes import alerts, datasets, dryrun, events
 from api.settings import Settings
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.engine.runtime import runtime_for
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -31,7 +32,11 @@ RESOURCE_ROUTERS: list[APIRouter] = [
     alerts.global_alert_templates,
 ]
 # Other routers (events, data sets, dry run, web page): one line each, served at the root.
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    events.router,
+    datasets.router,
+    dryrun.router,
+]
 
 
 class Service(Protocol):
@@ -47,7 +52,7 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
-    return []
+    return [*runtime_for(services.engine, services.repository).services()]
 
 
 def create_app(

@@ -32,6 +32,10 @@ class SqlLogStore:
         self._engine = engine
         self._page_rows = page_rows
 
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
     def _where(self, dataset: str, query: Any, window: Window) -> list[sa.ColumnElement[bool]]:
         time_col = column_for(dataset, TIME_FIELD[dataset])
         clauses: list[sa.ColumnElement[bool]] = [time_col > epoch(window.start), time_col <= epoch(window.end)]

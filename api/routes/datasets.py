@@ -1,0 +1,37 @@
+"""``POST /datasets/{flows|dns|audit}/_bulk``: NDJSON log records into the embedded log store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep
+from api.http import ApiError
+from evaluator.engine.ingest import ingest_text
+from evaluator.engine.runtime import runtime_for
+from evaluator.query import DATASETS
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.post(
+    "/{dataset}/_bulk",
+    summary="Ingest NDJSON log records (one per line); bad lines are reported, good lines kept",
+)
+async def bulk(dataset: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    if dataset not in DATASETS:
+        raise ApiError(404, "NotFound", f"unknown data set {dataset!r}; valid: {', '.join(DATASETS)}")
+    runtime = runtime_for(services.engine, services.repository)
+    if runtime.sql_logs is None:
+        raise ApiError(
+            409, "Conflict", "logs are read from OpenSearch (POLICYWATCH_LOG_STORE=opensearch): ingest there"
+        )
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "BadRequest", f"body is not UTF-8 (byte {exc.start}); send NDJSON text") from exc
+    result = await run_in_threadpool(ingest_text, runtime.sql_logs.engine, dataset, text)
+    return result.to_json()

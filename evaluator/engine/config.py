@@ -1,0 +1,72 @@
+"""Settings of the alert engine in the evaluator process (environment ``POLICYWATCH_*``), validated at start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evaluator.durations import DurationError, parse_go_duration
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        parsed = parse_go_duration(value)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from exc
+    if parsed <= timedelta(0):
+        raise ValueError(f"{value!r} must be a positive duration such as 30s, 10m or 168h")
+    return parsed
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POLICYWATCH_", extra="ignore", frozen=True)
+
+    scheduler_enabled: bool = Field(default=True, description="run the alert scheduler in this process")
+    scheduler_workers: int = Field(default=4, ge=1, le=64, description="alert runs in parallel")
+    scheduler_lease_ttl: str = Field(default="60s", description="a dead process's alerts are taken over after this")
+    scheduler_max_catchup: int = Field(default=24, ge=1, le=10_000, description="missed periods run after downtime")
+    scheduler_backoff_initial: str = Field(default="5s", description="first retry delay after a failed run")
+    scheduler_backoff_max: str = Field(default="5m", description="longest retry delay")
+    bucket_cap: int = Field(default=10_000, ge=1, le=1_000_000, description="aggregation buckets (or hits) per run")
+    alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL, e.g. http://127.0.0.1:9093")
+    log_store: Literal["sql", "opensearch"] = Field(default="sql", description="where flow/dns/audit logs are read")
+    log_database_url: str | None = Field(
+        default=None, description="SQL log store URL (default: the evaluator database)"
+    )
+    opensearch_url: str | None = Field(default=None, description="OpenSearch URL when log_store is opensearch")
+    opensearch_flows_index: str = "tigera_secure_ee_flows.cluster.*"
+    opensearch_dns_index: str = "tigera_secure_ee_dns.cluster.*"
+    opensearch_audit_index: str = "tigera_secure_ee_audit_*.cluster.*"
+    opensearch_timeout: float = Field(default=30.0, gt=0, le=600)
+    retention_logs: str = Field(default="168h", description="embedded log records older than this are deleted")
+    retention_events: str = Field(default="720h", description="events older than this are deleted")
+    retention_interval: str = Field(default="10m", description="how often retention runs")
+
+    @field_validator(
+        "scheduler_lease_ttl",
+        "scheduler_backoff_initial",
+        "scheduler_backoff_max",
+        "retention_logs",
+        "retention_events",
+        "retention_interval",
+    )
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        _duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _opensearch_needs_url(self) -> EngineSettings:
+        if self.log_store == "opensearch" and not self.opensearch_url:
+            raise ValueError("POLICYWATCH_LOG_STORE=opensearch needs POLICYWATCH_OPENSEARCH_URL (e.g. https://es:9200)")
+        if self.alertmanager_url is not None and not self.alertmanager_url.startswith(("http://", "https://")):
+            raise ValueError(f"alertmanager_url {self.alertmanager_url!r} must start with http:// or https://")
+        return self
+
+    def duration(self, name: str) -> timedelta:
+        value = getattr(self, name)
+        assert isinstance(value, str)
+        return _duration(value)

@@ -1,0 +1,109 @@
+"""The engine's parts in one evaluator process, built once from ``EngineSettings`` with production defaults."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from evaluator.engine.config import EngineSettings
+from evaluator.engine.logstore import LogStore
+from evaluator.engine.metrics import engine_metrics
+from evaluator.engine.notify import AlertmanagerNotifier
+from evaluator.engine.opensearch import OpenSearchLogStore
+from evaluator.engine.retention import Retention
+from evaluator.engine.scheduler import Scheduler, SchedulerConfig, utcnow
+from evaluator.engine.sqlstore import SqlLogStore
+from evaluator.events import SqlEventStore
+from evaluator.ports import AlertRepository
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class EngineRuntime:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        repository: AlertRepository,
+        *,
+        settings: EngineSettings | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.settings = settings = settings or EngineSettings()
+        self.engine = engine
+        self.events = SqlEventStore(engine)
+        self.sql_logs: SqlLogStore | None = None
+        self.log_store: LogStore
+        if settings.log_store == "opensearch":
+            self.log_store = OpenSearchLogStore(
+                _opensearch_client(settings),
+                indices={
+                    "flows": settings.opensearch_flows_index,
+                    "dns": settings.opensearch_dns_index,
+                    "audit": settings.opensearch_audit_index,
+                },
+                timeout=settings.opensearch_timeout,
+            )
+        else:
+            log_engine = engine if not settings.log_database_url else sa.create_engine(settings.log_database_url)
+            self.sql_logs = SqlLogStore(log_engine)
+            self.log_store = self.sql_logs
+        notifier = AlertmanagerNotifier(settings.alertmanager_url) if settings.alertmanager_url else None
+        self.scheduler = Scheduler(
+            engine=engine,
+            repository=repository,
+            log_store=self.log_store,
+            notifier=notifier,
+            config=SchedulerConfig(
+                workers=settings.scheduler_workers,
+                lease_ttl=settings.duration("scheduler_lease_ttl"),
+                max_catchup=settings.scheduler_max_catchup,
+                backoff_initial=settings.duration("scheduler_backoff_initial"),
+                backoff_max=settings.duration("scheduler_backoff_max"),
+                bucket_cap=settings.bucket_cap,
+            ),
+            metrics=engine_metrics(registry),
+        )
+        self.retention = Retention(
+            engine=engine,
+            log_store=self.sql_logs,
+            events=self.events,
+            keep_logs=settings.duration("retention_logs"),
+            keep_events=settings.duration("retention_events"),
+            interval=settings.duration("retention_interval"),
+            clock=utcnow,
+        )
+
+    def services(self) -> list[Service]:
+        """What runs beside the API: the scheduler (unless disabled) and retention."""
+        out: list[Service] = [self.retention]
+        if self.settings.scheduler_enabled:
+            out.insert(0, self.scheduler)
+        return out
+
+
+def _opensearch_client(settings: EngineSettings) -> Any:
+    from opensearchpy import OpenSearch
+
+    return OpenSearch(hosts=[settings.opensearch_url], timeout=settings.opensearch_timeout)
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[sa.Engine, EngineRuntime] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def runtime_for(engine: sa.Engine, repository: AlertRepository, **kwargs: Any) -> EngineRuntime:
+    """The one runtime of the app that owns ``engine`` (the routes and the lifespan share it)."""
+    with _LOCK:
+        runtime = _RUNTIMES.get(engine)
+        if runtime is None:
+            runtime = EngineRuntime(engine, repository, **kwargs)
+            _RUNTIMES[engine] = runtime
+        return runtime
