@@ -9,7 +9,6 @@ the log flush interval is accepted, with a ``SpecWarning``.
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import re
 from collections.abc import Mapping
@@ -17,7 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from evaluator import query
 from evaluator.durations import DurationError, format_go_duration, parse_go_duration
+from evaluator.query import schema
+from evaluator.query.ast import walk
 
 DATASETS = ("audit", "dns", "flows")
 METRICS = ("avg", "max", "min", "sum", "count")
@@ -204,10 +206,13 @@ class KeyInfo(Protocol):
 
 
 class QueryCatalog(Protocol):
-    """Plug point for the query language: compile a query, look up a key. Both raise ``ValueError``
-    (``evaluator.query.QueryError``) with a one-line message that may carry a ``suggestion``."""
+    """Plug point for the query language: compile a query, check a template's query, look up a key.
+    All raise ``ValueError`` (``evaluator.query.QueryError``) with a one-line message that may carry a
+    ``suggestion``."""
 
     def compile(self, text: str, dataset: str) -> object: ...
+
+    def check_template(self, text: str, dataset: str) -> None: ...
 
     def key(self, dataset: str, key: str) -> KeyInfo: ...
 
@@ -216,13 +221,24 @@ class EvaluatorQueryCatalog:
     """The production catalog: ``evaluator.query`` (parser, validator and per-data-set schema)."""
 
     def compile(self, text: str, dataset: str) -> object:
-        module = importlib.import_module("evaluator.query")
-        return module.compile_query(text, dataset)
+        return query.compile_query(text, dataset)
+
+    def check_template(self, text: str, dataset: str) -> None:
+        """A template's query: full syntax check; keys checked everywhere; values checked except the
+        ``<placeholder>`` blanks (quoted or not) that a user fills in when making an alert."""
+        expr = query.parse(_quote_placeholders(text))
+        if expr is None:
+            return
+        for node in walk(expr):
+            if isinstance(node, query.Selector | query.SetSelector):
+                values = [node.value] if isinstance(node, query.Selector) else [m.value for m in node.members]
+                if any(isinstance(v, str) and PLACEHOLDER.fullmatch(v) for v in values):
+                    schema.field(dataset, node.key)
+                else:
+                    query.validate(node, dataset)
 
     def key(self, dataset: str, key: str) -> KeyInfo:
-        schema = importlib.import_module("evaluator.query.schema")
-        info: KeyInfo = schema.field(dataset, key)
-        return info
+        return schema.field(dataset, key)
 
 
 DEFAULT_CATALOG: QueryCatalog = EvaluatorQueryCatalog()
@@ -398,12 +414,11 @@ class _SpecChecker:
         if placeholders and not self.template:
             self.fail("query", value, _placeholder_reason(placeholders))
             return None
-        text = value
-        if placeholders:
-            # A template's blanks are checked for syntax only: each becomes a neutral quoted value.
-            text = _neutral_placeholders(value)
         try:
-            self.catalog.compile(text, dataset)
+            if placeholders:
+                self.catalog.check_template(value, dataset)
+            else:
+                self.catalog.compile(value, dataset)
         except ValueError as exc:
             self.fail("query", value, _query_reason(exc, dataset))
             return None
@@ -538,9 +553,18 @@ def _blank_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _neutral_placeholders(query: str) -> str:
-    """Replace each template blank by ``0``: a value every key type accepts, quoted or not."""
-    return PLACEHOLDER.sub("0", query)
+def _quote_placeholders(text: str) -> str:
+    """Put quotes around bare ``<blank>`` placeholders so that the query parses."""
+    out: list[str] = []
+    last = 0
+    for match in PLACEHOLDER.finditer(text):
+        start, end = match.span()
+        quoted = start > 0 and text[start - 1] in "\"'"
+        out.append(text[last:start])
+        out.append(match.group(0) if quoted else f'"{match.group(0)}"')
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _placeholder_reason(placeholders: list[str]) -> str:

@@ -22,6 +22,7 @@ _UNIT_NS: dict[str, int] = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
+_NUMBER = re.compile(r"\d+\.?\d*|\.\d+")
 _PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 # Go refuses durations beyond int64 nanoseconds (about 290 years).
 _MAX_NS = 2**63 - 1
@@ -51,10 +52,15 @@ def parse_go_duration(text: str) -> timedelta:
         match = _PART.match(s, pos)
         if match is None:
             rest = s[pos:]
-            if re.match(r"\d+\.?\d*|\.\d+", rest) and not re.match(r"(\d+\.?\d*|\.\d+)[a-zµμ]", rest):
-                reason = f"missing unit after {rest!r}"
-            else:
+            number = _NUMBER.match(rest)
+            if number is None:
                 reason = f"unexpected {rest!r}"
+            elif number.end() == len(rest):
+                reason = f"missing unit after {number.group(0)!r}"
+            elif rest[number.end()].isspace():
+                reason = "spaces are not allowed"
+            else:
+                reason = f"unknown unit in {rest!r}"
             raise DurationError(f"invalid duration {text!r}: {reason}; units are ns, us, ms, s, m, h (e.g. {EXAMPLES})")
         try:
             total_ns += Decimal(match.group(1)) * _UNIT_NS[match.group(2)]

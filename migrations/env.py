@@ -9,7 +9,6 @@ whole schema. The URL comes from the caller (``config.attributes["url"]``), else
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from logging.config import fileConfig
 
@@ -18,29 +17,15 @@ from sqlalchemy import Connection, pool
 
 from evaluator.db import metadata
 
-# Modules that declare tables on ``evaluator.db.metadata``. A module not yet written is skipped; its
-# tables, if its migration exists, make ``alembic check`` fail, which is the point.
+# Every module that declares tables on ``evaluator.db.metadata`` (imported for that side effect).
 MODEL_MODULES = (
     "api.models",
     "evaluator.logstore.tables",
     "evaluator.events",
     "evaluator.engine.tables",
-    "evaluator.engine.models",
-    "evaluator.engine.store",
 )
-
-
-def _import_models() -> None:
-    for name in MODEL_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            importlib.import_module(name)
-
-
-_import_models()
+for _module in MODEL_MODULES:
+    importlib.import_module(_module)
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -1,0 +1,100 @@
+"""HTTP client of ``policywatchctl``: server URL and token from flags or environment, errors as text.
+
+Other sub-commands reuse ``add_connection_args`` and ``ApiClient`` so every command connects the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+TIMEOUT_S = 30.0
+
+
+class ClientError(Exception):
+    """A failure to show the user: the server's reasons, or why the server could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=None,
+        help=f"evaluator URL (env POLICYWATCH_SERVER; default {DEFAULT_SERVER})",
+    )
+    parser.add_argument("--token", default=None, help="bearer token (env POLICYWATCH_TOKEN)")
+    parser.add_argument("--ca-file", default=None, help="CA bundle that signed the server's TLS certificate")
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    warnings: list[str]
+
+
+class ApiClient:
+    def __init__(self, server: str, token: str | None = None, *, ca_file: str | None = None) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        verify: Any = ca_file if ca_file else True
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=TIMEOUT_S, verify=verify)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiClient:
+        server = args.server or os.environ.get("POLICYWATCH_SERVER") or DEFAULT_SERVER
+        token = args.token or os.environ.get("POLICYWATCH_TOKEN") or None
+        return cls(server, token, ca_file=getattr(args, "ca_file", None))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Response:
+        try:
+            response = self.http.request(method, path, json=body, params=params)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the evaluator at {self.server}: {exc}") from exc
+        warnings = [_warning_text(v) for v in response.headers.get_list("warning")]
+        try:
+            data = response.json() if response.content else None
+        except json.JSONDecodeError:
+            data = response.text
+        if response.status_code >= 400:
+            raise ClientError(error_text(response.status_code, data), status=response.status_code, body=data)
+        return Response(response.status_code, data, [w for w in warnings if w])
+
+
+def error_text(status: int, data: Any) -> str:
+    """The server's message and, for invalid objects, each field with its value and reason."""
+    if not isinstance(data, dict):
+        return f"HTTP {status}: {str(data)[:500]}"
+    lines = [f"{data.get('message') or data.get('reason') or 'error'} (HTTP {status})"]
+    if data.get("errors"):
+        lines = [f"{data.get('reason', 'Invalid')} (HTTP {status}):"]
+        for error in data["errors"]:
+            lines.append(f"  {error.get('path') or '(object)'}: {error.get('reason')} (value: {error.get('value')!r})")
+    return "\n".join(lines)
+
+
+def _warning_text(header: str) -> str:
+    """Split ``299 - "a", 299 - "b"`` into readable text."""
+    parts = []
+    for chunk in header.split('299 - "'):
+        chunk = chunk.strip().rstrip(",").strip()
+        if chunk.endswith('"'):
+            chunk = chunk[:-1]
+        if chunk:
+            parts.append(chunk.replace('\\"', '"').replace("\\\\", "\\"))
+    return "; ".join(parts)

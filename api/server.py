@@ -1,0 +1,97 @@
+"""``policywatch-evaluator``: the API (and the services beside it) in one uvicorn process.
+
+Settings come from ``POLICYWATCH_*`` environment variables, overridden by flags; they are validated
+before anything starts (off loopback without tokens, half a TLS pair, ... are refused with the fix).
+The database is migrated to the newest schema at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from api.app import create_app
+from api.db import migrate
+from api.settings import Settings
+
+log = logging.getLogger("policywatch.evaluator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="policywatch-evaluator",
+        description="GlobalAlert API and scheduler. Every flag also reads POLICYWATCH_<FLAG> from the environment.",
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8080)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///./policywatch.db)")
+    parser.add_argument("--token-file", type=Path, help="file of 'read TOKEN' / 'write TOKEN' lines")
+    parser.add_argument("--tls-cert-file", type=Path, help="PEM certificate: serve HTTPS")
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 1 MiB)")
+    parser.add_argument("--no-migrate", action="store_true", help="do not migrate the database at start")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "database_url", "token_file", "tls_cert_file", "tls_key_file", "max_body_bytes"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.no_migrate:
+        overrides["migrate"] = False
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"policywatch-evaluator: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    if settings.migrate:
+        try:
+            migrate(settings.database_url)
+        except Exception as exc:  # any driver error: say which database and why, then stop
+            print(f"policywatch-evaluator: cannot migrate {_safe_url(settings.database_url)}: {exc}", file=sys.stderr)
+            return 1
+    app = create_app(settings)
+    scheme = "https" if settings.tls_cert_file else "http"
+    log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+        ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the database"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

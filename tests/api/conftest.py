@@ -1,0 +1,66 @@
+"""Fixtures of the API tests: a migrated database (SQLite file, or a fresh real PostgreSQL database) and
+an app/client over it with its own Prometheus registry and no background services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from api.app import Service, create_app
+from api.db import make_engine, migrate
+from api.deps import Services
+from api.settings import Settings
+
+
+def no_services(_services: Services) -> list[Service]:
+    return []
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'policywatch.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: SQLite, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'policywatch.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_database"))
+    migrate(url)
+    return url
+
+
+def make_client(url: str, **settings: object) -> TestClient:
+    app = create_app(
+        Settings(database_url=url, **settings),
+        registry=CollectorRegistry(),
+        service_factory=no_services,
+    )
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    with make_client(db_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def sqlite_client(sqlite_url: str) -> Iterator[TestClient]:
+    with make_client(sqlite_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def engine_for(db_url: str) -> Iterator[object]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
