@@ -1,0 +1,294 @@
+"""Collector benchmark: a 64-byte UDP flood over a veth into an nft drop, with and without BPF, in one run.
+
+Run as root from the repository:  .venv/bin/python bench/collector/bench_collector.py [--duration 10 --runs 3]
+
+Prints, each from this run:
+  pps with no BPF program, with an empty kfree_skb program, with the collector (and the ratios to no-BPF);
+  BPF ns per event (kernel.bpf_stats_enabled=1 for one extra run, restored after); collector CPU;
+  counted/sent (the collector's total against the frames sent and against the dropping rule's nft counter);
+  then a flood from --sources distinct spoofed sources: series capped at --max-series, collector RSS growth over
+  its idle size, the BPF map's peak entries, and whether the totals stay exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.netns import Netns  # noqa: E402  (the repo root is put on the path just above)
+
+HERE = Path(__file__).resolve().parent
+COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
+POLICY = "bench/flood-deny"
+SRC, DST, DPORT = "10.251.0.1", "10.251.0.2", 9
+SPOOF_BASE = "10.128.0.0"  # 1,000,000 sources fit in 10.128.0.0 - 10.143.66.63
+EMPTY_PROGRAM = """
+enum skb_drop_reason { SKB_DROP_REASON_FROM_FORMAT_FILE__ = 0 };
+TRACEPOINT_PROBE(skb, kfree_skb) { return 0; }
+"""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def build_flood(workdir: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        sys.exit("bench: gcc is needed to build the flood sender (apt-get install gcc)")
+    binary = workdir / "flood"
+    subprocess.run([gcc, "-O2", "-Wall", "-o", str(binary), str(HERE / "flood.c")], check=True)
+    return binary
+
+
+def mac_of(net: Netns, ns: str, ifname: str) -> str:
+    info = json.loads(net.run(ns, "ip", "-j", "link", "show", "dev", ifname))
+    return str(info[0]["address"])
+
+
+def nft_packets(net: Netns, ns: str) -> int:
+    out = net.run(ns, "nft", "-j", "list", "chain", "ip", "pwbench", "pre")
+    for item in json.loads(out)["nftables"]:
+        rule = item.get("rule")
+        if rule and rule.get("comment") == POLICY:
+            for expr in rule["expr"]:
+                if "counter" in expr:
+                    return int(expr["counter"]["packets"])
+    raise RuntimeError("bench rule not found")
+
+
+class Bench:
+    def __init__(self, net: Netns, flood: Path, duration: float) -> None:
+        self.net = net
+        self.flood_bin = flood
+        self.duration = duration
+        self.sender = net.add("bsend")
+        self.receiver = net.add("brecv")
+        self.if_send, self.if_recv = net.veth(self.sender, self.receiver, addrs_a=[f"{SRC}/24"], addrs_b=[f"{DST}/24"])
+        # prerouting: spoofed sources are dropped before reverse-path filtering could discard them
+        net.nft(
+            self.receiver,
+            f"""table ip pwbench {{
+              chain pre {{ type filter hook prerouting priority 0;
+                udp dport {DPORT} meta mark set 0x123 counter drop comment "{POLICY}"
+              }}
+            }}""",
+        )
+        self.smac = mac_of(net, self.sender, self.if_send)
+        self.dmac = mac_of(net, self.receiver, self.if_recv)
+
+    def flood(self, *, sources: int = 1, seconds: float | None = None) -> tuple[int, int]:
+        """(frames sent, packets the nft rule dropped)."""
+        before = nft_packets(self.net, self.receiver)
+        out = self.net.run(
+            self.sender,
+            str(self.flood_bin),
+            self.if_send,
+            self.smac,
+            self.dmac,
+            SRC if sources == 1 else SPOOF_BASE,
+            DST,
+            str(DPORT),
+            str(sources),
+            str(seconds or self.duration),
+            timeout=(seconds or self.duration) + 60,
+        )
+        sent = int(out.split()[-1])
+        return sent, nft_packets(self.net, self.receiver) - before
+
+
+class Collector:
+    def __init__(self, *args: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")  # noqa: SIM115
+        argv = [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(self.port), "--ttl", "600", *args]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "attached BPF program id" not in Path(self.log.name).read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("collector did not start:\n" + Path(self.log.name).read_text())
+            time.sleep(0.1)
+
+    def scrape(self, path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=30).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def counted(self) -> tuple[int, int]:
+        """(packets of the bench policy, number of its series)."""
+        samples = self.scrape("/metrics")
+        mine = [
+            v
+            for (name, labels), v in samples.items()
+            if name == "calico_denied_packets" and ("policy", POLICY) in labels
+        ]
+        return int(sum(mine)), len(mine)
+
+    def health(self, name: str) -> float:
+        return next((v for (n, _), v in self.scrape("/collector/metrics").items() if n == name), 0.0)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per flood (default 10)")
+    parser.add_argument("--runs", type=int, default=3, help="floods per configuration (default 3)")
+    parser.add_argument("--sources", type=int, default=1_000_000, help="spoofed sources in the last flood")
+    parser.add_argument("--max-series", type=int, default=10000)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (BPF, namespaces)")
+    from bcc import BPF
+
+    net = Netns()
+    with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
+        try:
+            bench = Bench(net, build_flood(Path(tmp)), args.duration)
+            bench.flood(seconds=1)  # warm-up: ARP-free path, caches
+            d = args.duration
+            print(
+                f"64-byte UDP flood over veth into an nft drop, {d:g} s x {args.runs} runs each, {os.cpu_count()} CPUs"
+            )
+
+            none = [bench.flood()[1] / d for _ in range(args.runs)]
+            empty_prog = BPF(text=EMPTY_PROGRAM)
+            try:
+                empty = [bench.flood()[1] / d for _ in range(args.runs)]
+            finally:
+                empty_prog.cleanup()
+
+            collector = Collector()
+            try:
+                with_collector: list[float] = []
+                cpu: list[float] = []
+                sent_total = dropped_total = counted_total = 0
+                for _ in range(args.runs):
+                    counted0, _ = collector.counted()
+                    cpu0 = collector.cpu_seconds()
+                    sent, dropped = bench.flood()
+                    cpu.append(collector.cpu_seconds() - cpu0)
+                    time.sleep(2.5)  # the last drains
+                    counted1, _ = collector.counted()
+                    with_collector.append(dropped / d)
+                    sent_total += sent
+                    dropped_total += dropped
+                    counted_total += counted1 - counted0
+                stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
+                previous = stats_path.read_text().strip()
+                stats_path.write_text("1\n")
+                try:
+                    t0 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
+                    n0 = collector.health("policywatch_collector_bpf_run_count_total")
+                    bench.flood()
+                    t1 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
+                    n1 = collector.health("policywatch_collector_bpf_run_count_total")
+                finally:
+                    stats_path.write_text(previous + "\n")
+            finally:
+                collector.stop()
+
+            base = median(none)
+            print(f"  no BPF            {median(none):>12,.0f} pps  (runs: {', '.join(f'{x:,.0f}' for x in none)})")
+            print(
+                f"  empty program     {median(empty):>12,.0f} pps  ratio {median(empty) / base:.3f}"
+                f"  (runs: {', '.join(f'{x:,.0f}' for x in empty)})"
+            )
+            print(
+                f"  collector         {median(with_collector):>12,.0f} pps  ratio {median(with_collector) / base:.3f}"
+                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_collector)})   target >= 0.95"
+            )
+            runs = n1 - n0
+            ns_per_event = (t1 - t0) * 1e9 / runs if runs else float("nan")
+            print(f"  BPF per event     {ns_per_event:>12.1f} ns   ({runs:,.0f} runs under bpf_stats)   target <= 40")
+            print(
+                f"  collector CPU     {median(cpu):>12.3f} s per {d:g} s flood"
+                f" ({100 * median(cpu) / d:.1f}% of one core)"
+            )
+            print(
+                f"  counted/sent      {counted_total / sent_total:>12.6f}"
+                f"  ({counted_total:,} counted, {sent_total:,} sent)"
+            )
+            print(
+                f"  counted/nft drop  {counted_total / dropped_total:>12.6f}  ({dropped_total:,} dropped by the rule)"
+                "   target exactly 1"
+            )
+
+            spoofed(bench, args)
+        finally:
+            net.close()
+
+
+def spoofed(bench: Bench, args: argparse.Namespace) -> None:
+    collector = Collector("--max-series", str(args.max_series))
+    try:
+        time.sleep(3)
+        idle = collector.rss_mb()
+        peak = idle
+        peak_entries = 0.0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak, peak_entries
+            while not done.wait(0.25):
+                peak = max(peak, collector.rss_mb())
+                peak_entries = max(peak_entries, collector.health("policywatch_collector_map_entries"))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        sent, dropped = bench.flood(sources=args.sources)
+        time.sleep(3)
+        done.set()
+        watcher.join()
+        peak = max(peak, collector.rss_mb())
+        counted, series = collector.counted()
+        overflow = collector.health("policywatch_collector_overflow_packets_total")
+        print(f"flood from {args.sources:,} spoofed sources, {args.duration:g} s, --max-series {args.max_series}:")
+        print(f"  sent {sent:,}, dropped by the rule {dropped:,}, counted {counted:,}: exact = {counted == dropped}")
+        print(
+            f"  series of the policy {series:,} (cap {args.max_series:,} + 1 overflow),"
+            f" overflow packets {overflow:,.0f}"
+        )
+        print(f"  BPF map peak entries {peak_entries:,.0f} (map size 65,536)")
+        print(f"  collector RSS idle {idle:.1f} MB, peak {peak:.1f} MB, growth {peak - idle:.1f} MB   target <= 100 MB")
+    finally:
+        collector.stop()
+
+
+if __name__ == "__main__":
+    main()
