@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 Scalar = str | int | float
 
@@ -29,6 +30,8 @@ class Comparator(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Selector:
     """``key comparator value``."""
+
+    depth: ClassVar[int] = 1
 
     key: str
     op: Comparator
@@ -53,6 +56,8 @@ class Member:
 class SetSelector:
     """``key IN {a, b*}`` or, with ``negated``, ``key NOTIN {...}``."""
 
+    depth: ClassVar[int] = 1
+
     key: str
     members: tuple[Member, ...]
     negated: bool = False
@@ -63,16 +68,29 @@ class SetSelector:
 class Not:
     operand: Expr
     position: int | None = field(default=None, compare=False, repr=False)
+    # Nesting depth, computed once from the children's (so checking it never recurses).
+    depth: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", self.operand.depth + 1)
 
 
 @dataclass(frozen=True, slots=True)
 class And:
     operands: tuple[Expr, ...]
+    depth: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", max(operand.depth for operand in self.operands) + 1)
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
     operands: tuple[Expr, ...]
+    depth: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", max(operand.depth for operand in self.operands) + 1)
 
 
 Expr = Selector | SetSelector | Not | And | Or
@@ -93,14 +111,5 @@ def walk(expr: Expr) -> list[Expr]:
 
 
 def depth(expr: Expr) -> int:
-    """Nesting depth of boolean operators (a lone selector is 1), computed without recursion."""
-    deepest = 0
-    stack: list[tuple[Expr, int]] = [(expr, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(node, Not):
-            stack.append((node.operand, level + 1))
-        elif isinstance(node, And | Or):
-            stack.extend((child, level + 1) for child in node.operands)
-    return deepest
+    """Nesting depth of boolean operators (a lone selector is 1); kept on each node, so O(1)."""
+    return expr.depth

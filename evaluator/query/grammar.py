@@ -19,6 +19,9 @@ tokens = _lexer.tokens
 start = "query"
 
 
+_COMPARATORS = {comparator.value: comparator for comparator in Comparator}
+
+
 def _chain(kind: type[And] | type[Or], operands: list[Expr]) -> Expr:
     return operands[0] if len(operands) == 1 else kind(tuple(operands))
 
@@ -67,10 +70,15 @@ def p_unary_group(p: Any) -> None:
 
 
 def p_selector(p: Any) -> None:
-    "selector : key comparator value"
+    """selector : key EQ value
+    | key NE value
+    | key LT value
+    | key LE value
+    | key GT value
+    | key GE value"""
     key, key_position = p[1]
     value, value_position = p[3]
-    p[0] = Selector(key, p[2], value, key_position=key_position, value_position=value_position)
+    p[0] = Selector(key, _COMPARATORS[p[2]], value, key_position=key_position, value_position=value_position)
 
 
 def p_set_selector(p: Any) -> None:
@@ -84,16 +92,6 @@ def p_key(p: Any) -> None:
     """key : IDENT
     | STRING"""
     p[0] = (p[1], p.lexpos(1))
-
-
-def p_comparator(p: Any) -> None:
-    """comparator : EQ
-    | NE
-    | LT
-    | LE
-    | GT
-    | GE"""
-    p[0] = Comparator(p[1])
 
 
 def p_value(p: Any) -> None:

@@ -12,7 +12,7 @@ from evaluator.query.lexer import LEXER
 MAX_QUERY_LENGTH = 65_536
 MAX_DEPTH = 100
 
-# PLY's parser object keeps its stacks as attributes between calls; one parse at a time.
+# PLY's parser and lexer keep their state as attributes between calls; one parse at a time.
 _LOCK = threading.Lock()
 
 
@@ -29,11 +29,11 @@ def parse(text: str) -> Expr | None:
         )
     if not text.strip():
         return None
-    _check_parentheses(text)
-    lexer = LEXER.clone()
+    if text.count("(") > MAX_DEPTH:
+        _check_parentheses(text)
     try:
         with _LOCK:
-            tree: Expr = grammar.PARSER.parse(text, lexer=lexer)
+            tree: Expr = grammar.PARSER.parse(text, lexer=LEXER)
     except QueryError as error:
         if error.position is None and error.message == "unexpected end of query":
             error.position = len(text)
