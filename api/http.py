@@ -68,7 +68,7 @@ def render(request: Request, data: Any, *, status_code: int = 200, warnings: tup
     headers = {"Warning": ", ".join(warning_header(w) for w in warnings)} if warnings else None
     if wants_yaml(request):
         return Response(dump_yaml(data), status_code=status_code, media_type=YAML_TYPE, headers=headers)
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    body = json.dumps(data, separators=(",", ":"))
     return Response(body, status_code=status_code, media_type=JSON_TYPE, headers=headers)
 
 

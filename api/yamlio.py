@@ -87,7 +87,7 @@ def load_yaml_documents(text: str) -> list[Any]:
                 raise DecodeError(f"more than {MAX_DOCUMENTS} YAML documents")
             document = loader.construct_document(loader.get_node())
             if document is not None:
-                documents.append(_plain(document))
+                documents.append(check_strings(_plain(document)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown place"
@@ -103,11 +103,39 @@ def load_yaml_documents(text: str) -> list[Any]:
 
 def load_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return check_strings(json.loads(text))
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except RecursionError as exc:
         raise DecodeError("JSON nested too deeply") from exc
+
+
+def check_strings(value: Any) -> Any:
+    """Refuse strings no database can store: NUL characters and unpaired UTF-16 surrogates
+    (both reachable through JSON ``\\u`` escapes and YAML double-quoted escapes)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_string(str(key))
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise DecodeError(f"string {text[:40]!r} contains a NUL character; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DecodeError(
+            f"string {text[:40]!r} contains an unpaired surrogate (\\u{ord(text[exc.start]):04x})"
+        ) from exc
 
 
 def decode_text(data: bytes) -> str:

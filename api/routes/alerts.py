@@ -31,6 +31,7 @@ from api.schemas import (
     error_responses,
 )
 from api.store import NotFound
+from evaluator.alerts import validate_name
 
 MAX_LIMIT = 10_000
 BAD_CONTINUE = "invalid continue token; pass metadata.continue of the previous page"
@@ -45,7 +46,7 @@ def _decode_continue(token: str) -> str:
         name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "BadRequest", BAD_CONTINUE) from exc
-    if not name or len(name) > 253:
+    if validate_name(name):
         raise ApiError(400, "BadRequest", BAD_CONTINUE)
     return name
 
@@ -104,7 +105,7 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         responses={**item, **error_responses(404)},
     )
     def read_object(request: Request, services: ServicesDep, name: str) -> Response:
-        stored = services.stores[kind.kind].get(name)
+        stored = services.stores[kind.kind].get(name) if not validate_name(name) else None
         if stored is None:
             raise NotFound(kind, name)
         return render(request, _render(services, kind, [stored])[0])
@@ -130,7 +131,7 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         responses={**item, **error_responses(404)},
     )
     def delete_object(request: Request, services: ServicesDep, name: str) -> Response:
-        stored = services.stores[kind.kind].delete(name)
+        stored = services.stores[kind.kind].delete(name) if not validate_name(name) else None
         if stored is None:
             raise NotFound(kind, name)
         return render(request, render_object(kind, stored))
