@@ -17,6 +17,7 @@ and is retried with exponential back-off, so no period is lost to an outage shor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -45,6 +46,7 @@ from evaluator.ports import AlertRepository, StoredAlert
 
 log = logging.getLogger(__name__)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PENDING = "pending"
 EXECUTED = "executed"
 CATCHING_UP = "catching_up"
@@ -61,7 +63,10 @@ def default_owner() -> str:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    poll_interval: float = 1.0  # seconds between looks for due alerts when idle
+    poll_interval: float = 1.0  # longest sleep between looks for due alerts when idle
+    # After its prompt first run an alert moves to a slot of its own within the period (a hash of its
+    # name, as Prometheus spreads rule groups), so alerts created together do not all run at once.
+    spread: bool = True
     sync_interval: float = 1.0  # seconds between reads of the alert list (new, changed, deleted alerts)
     lease_ttl: timedelta = timedelta(seconds=60)
     max_catchup: int = 24  # missed periods run after downtime; older ones are skipped
@@ -211,7 +216,7 @@ class Scheduler:
                         alert_schedule.c.next_run == claim.next_run,
                     )
                     .values(
-                        next_run=scheduled + spec.period,
+                        next_run=self.next_slot(claim.alert, scheduled, spec.period),
                         failures=0,
                         retry_at=None,
                         last_error=None,
@@ -290,6 +295,32 @@ class Scheduler:
             errors=errors,
             event_at=scheduled if written else None,
         )
+
+    def next_slot(self, alert: str, scheduled: datetime, period: timedelta) -> datetime:
+        """The run after ``scheduled``: ``+ period``, or with ``spread`` the alert's next slot after it,
+        which is at most a period later, so consecutive windows never leave a gap."""
+        if not self.config.spread:
+            return scheduled + period
+        period_us = max(1, round(period / timedelta(microseconds=1)))
+        offset_us = int.from_bytes(hashlib.sha256(alert.encode()).digest()[:8], "big") % period_us
+        since_epoch_us = round((scheduled - _EPOCH) / timedelta(microseconds=1))
+        slot = (since_epoch_us - offset_us) // period_us + 1
+        return _EPOCH + timedelta(microseconds=slot * period_us + offset_us)
+
+    def earliest_due(self) -> datetime | None:
+        """When the next alert-period falls due (to sleep until then)."""
+        with self._engine.connect() as conn:
+            value = conn.scalar(
+                sa.select(
+                    sa.func.min(
+                        sa.case(
+                            (alert_schedule.c.retry_at > alert_schedule.c.next_run, alert_schedule.c.retry_at),
+                            else_=alert_schedule.c.next_run,
+                        )
+                    )
+                )
+            )
+        return None if value is None else utc(value)
 
     def _catch_up_limit(self, next_run: datetime, period: timedelta, now: datetime) -> tuple[datetime, int]:
         missed = int((now - next_run) / period)  # whole periods after next_run that are due too
@@ -393,6 +424,9 @@ class Scheduler:
                 self.step()
                 failures = 0
                 wait = self.config.poll_interval
+                due = self.earliest_due()
+                if due is not None:
+                    wait = min(wait, max(0.01, (due - utc(self._clock())).total_seconds()))
             except Exception:  # noqa: BLE001 - the database may be away; keep trying with back-off
                 failures += 1
                 wait = min(60.0, self.config.poll_interval * 2**failures)

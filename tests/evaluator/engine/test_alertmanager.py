@@ -85,7 +85,7 @@ def test_firing_and_resolved_reach_alertmanager(
         repository=repo,
         log_store=store,
         notifier=AlertmanagerNotifier(am.url),
-        config=SchedulerConfig(sync_interval=0),
+        config=SchedulerConfig(sync_interval=0, spread=False),
         clock=clock,
         metrics=EngineMetrics(CollectorRegistry()),
     )

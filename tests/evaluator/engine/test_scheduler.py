@@ -40,7 +40,7 @@ class Rig:
             engine=engine,
             repository=self.repo,
             log_store=self.store,
-            config=SchedulerConfig(sync_interval=0, **config),  # type: ignore[arg-type]
+            config=SchedulerConfig(**{"sync_interval": 0, "spread": False, **config}),  # type: ignore[arg-type]
             clock=self.clock,
             metrics=EngineMetrics(self.registry),
             owner="test",
@@ -181,3 +181,20 @@ def test_edited_alert_runs_promptly_with_the_new_spec(engine: sa.Engine) -> None
     rig.repo.put("a", spec(lookback=timedelta(minutes=7)), generation=2)
     assert rig.scheduler.step() == 1
     assert rig.store.windows[-1] == Window(rig.clock.now - timedelta(minutes=7), rig.clock.now)
+
+
+def test_after_a_prompt_first_run_alerts_spread_over_the_period(engine: sa.Engine) -> None:
+    rig = Rig(engine, spread=True)
+    names = [f"alert-{i}" for i in range(20)]
+    for name in names:
+        rig.repo.put(name, spec())
+    assert rig.scheduler.step() == 20  # all run at once, promptly
+    slots = {name: rig.scheduler.next_slot(name, T0, MINUTE) for name in names}
+    assert all(T0 < slot <= T0 + MINUTE for slot in slots.values())
+    assert len({slot.second for slot in slots.values()}) > 10  # spread, not bunched
+    first = min(slots.values())
+    rig.clock.now = first
+    assert rig.scheduler.step() == 1
+    # From its slot on, an alert runs exactly every period.
+    name = next(n for n, t in slots.items() if t == first)
+    assert rig.scheduler.next_slot(name, first, MINUTE) == first + MINUTE

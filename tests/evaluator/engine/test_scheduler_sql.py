@@ -42,7 +42,7 @@ def make(
         engine=engine,
         repository=repo,
         log_store=SqlLogStore(log_engine or engine),
-        config=SchedulerConfig(sync_interval=0, **config),
+        config=SchedulerConfig(**{"sync_interval": 0, "spread": False, **config}),
         clock=clock,
         metrics=EngineMetrics(CollectorRegistry()),
         owner="test",
