@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 
 from evaluator.query import And, Comparator, Member, Not, Or, QueryError, Selector, SetSelector, parse, unparse
@@ -141,3 +147,33 @@ def test_caret_points_at_the_error() -> None:
     with pytest.raises(QueryError) as info:
         parse("count > 1 AND AND x=1")
     assert info.value.caret() == "count > 1 AND AND x=1\n              ^"
+
+
+def test_no_table_files_are_written(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[3]
+    code = "from evaluator.query import compile_query; compile_query('count > 1 AND qname = x', 'dns')"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=60, env=_env(repo))
+    assert list(tmp_path.iterdir()) == []
+    package = repo / "evaluator" / "query"
+    assert not [path for path in package.rglob("*") if path.name.startswith(("parsetab", "parser.out", "lextab"))]
+    assert not (repo / "parser.out").exists() and not list(repo.glob("parsetab*"))
+
+
+def _env(repo: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def test_concurrent_parses_do_not_interfere() -> None:
+    texts = [f"k{n} = {n} AND (a = x{n} OR b IN {{p{n}*, {n}}})" for n in range(64)]
+    texts += [f"k{n} = = {n}" for n in range(64)]
+
+    def outcome(text: str) -> object:
+        try:
+            return parse(text)
+        except QueryError as error:
+            return (error.message, error.position)
+
+    expected = [outcome(text) for text in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            assert list(pool.map(outcome, texts)) == expected
