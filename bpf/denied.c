@@ -1,6 +1,7 @@
 // Counts netfilter drops per {policy id, source address}. Loaded by BCC from this file (collector/bpf_loader.py).
 //
 // Every kernel-version-dependent number arrives as a -D define computed at load time:
+//   ARG_SKB, ARG_REASON     positions of the skb and the drop reason among the tracepoint's arguments (BTF)
 //   NETFILTER_DROP_REASON   enum skb_drop_reason value, from the tracepoint's format file (or BTF)
 //   SPAN_START, SPAN_LEN    one contiguous slice of struct sk_buff holding len, mark, head, data,
 //                           network_header and protocol (offsets from /sys/kernel/btf/vmlinux), read with one helper call
@@ -25,16 +26,12 @@
 #define BE16(x) (x)
 #endif
 
-// The tracepoint's generated argument struct names this enum; the headers BCC compiles against may lack it
-// or list other values. Only its 4-byte size matters: the value is compared with NETFILTER_DROP_REASON.
-enum skb_drop_reason { SKB_DROP_REASON_FROM_FORMAT_FILE__ = 0 };
-
 struct drop_key {
     u32 policy;
     u8 family;
     u8 pad[3];
     u8 addr[16];
-};
+} __attribute__((aligned(8)));
 
 struct drop_value {
     u64 packets;
@@ -53,14 +50,25 @@ BPF_ARRAY_OF_MAPS(overflow_slot, "overflow_a", 1);
 // Last resort when the overflow map is full too: one monotonic per-CPU counter, never reset.
 BPF_PERCPU_ARRAY(unplaced, struct drop_value, 1);
 
-static __always_inline int count_in(void *map, void *key, u64 bytes) {
+// A per-CPU cache of the last key: a run of drops from one source (a flood, a retrying client) adds here
+// without a hash lookup, and reaches the hash when the key changes or the drain reads it. Two generations;
+// userspace flips `generation` before the map-in-map swap, whose wait covers the cache too.
+struct drop_cache {
+    struct drop_key key;
+    u64 packets;
+    u64 bytes;
+};
+BPF_ARRAY(generation, u32, 1);
+BPF_PERCPU_ARRAY(cache, struct drop_cache, 2);
+
+static __always_inline int count_in(void *map, void *key, u64 packets, u64 bytes) {
     struct drop_value *value = bpf_map_lookup_elem(map, key);
     if (value) {
-        value->packets += 1;
+        value->packets += packets;
         value->bytes += bytes;
         return 0;
     }
-    struct drop_value first = {.packets = 1, .bytes = bytes};
+    struct drop_value first = {.packets = packets, .bytes = bytes};
     int err = bpf_map_update_elem(map, key, &first, BPF_NOEXIST);
     if (err != -EEXIST)
         return err;
@@ -68,17 +76,37 @@ static __always_inline int count_in(void *map, void *key, u64 bytes) {
     value = bpf_map_lookup_elem(map, key);
     if (!value)
         return -ENOENT;
-    value->packets += 1;
+    value->packets += packets;
     value->bytes += bytes;
     return 0;
 }
 
-TRACEPOINT_PROBE(skb, kfree_skb) {
-    if (args->reason != NETFILTER_DROP_REASON)
+static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) {
+    u32 slot = 0;
+    void *drops = drops_slot.lookup(&slot);
+    if (drops && count_in(drops, key, packets, bytes) == 0)
+        return;
+
+    u32 policy = key->policy;
+    void *overflow = overflow_slot.lookup(&slot);
+    if (overflow && count_in(overflow, &policy, packets, bytes) == 0)
+        return;
+
+    struct drop_value *last = unplaced.lookup(&slot);
+    if (last) {
+        last->packets += packets;
+        last->bytes += bytes;
+    }
+}
+
+// Attached raw (BPF_RAW_TRACEPOINT): the program gets the tracepoint's own arguments, without the cost of
+// filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
+RAW_TRACEPOINT_PROBE(kfree_skb) {
+    if ((u32)ctx->args[ARG_REASON] != NETFILTER_DROP_REASON)
         return 0;
 
     u8 span[SPAN_LEN];
-    if (bpf_probe_read_kernel(span, sizeof(span), (u8 *)args->skbaddr + SPAN_START))
+    if (bpf_probe_read_kernel(span, sizeof(span), (u8 *)ctx->args[ARG_SKB] + SPAN_START))
         __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
 
     u32 len, mark;
@@ -112,20 +140,29 @@ TRACEPOINT_PROBE(skb, kfree_skb) {
         }
     }
 
-    u32 slot = 0;
-    void *drops = drops_slot.lookup(&slot);
-    if (drops && count_in(drops, &key, bytes) == 0)
+    u32 zero = 0;
+    u32 *gen = generation.lookup(&zero);
+    if (!gen) {
+        count(&key, 1, bytes);
         return 0;
-
-    u32 policy = key.policy;
-    void *overflow = overflow_slot.lookup(&slot);
-    if (overflow && count_in(overflow, &policy, bytes) == 0)
-        return 0;
-
-    struct drop_value *last = unplaced.lookup(&slot);
-    if (last) {
-        last->packets += 1;
-        last->bytes += bytes;
     }
+    u32 index = *gen & 1;
+    struct drop_cache *cached = cache.lookup(&index);
+    if (!cached) {
+        count(&key, 1, bytes);
+        return 0;
+    }
+    u64 *a = (u64 *)&cached->key;
+    u64 *b = (u64 *)&key;
+    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2]) {
+        cached->packets += 1;
+        cached->bytes += bytes;
+        return 0;
+    }
+    if (cached->packets)
+        count(&cached->key, cached->packets, cached->bytes);
+    __builtin_memcpy(&cached->key, &key, sizeof(key));
+    cached->packets = 1;
+    cached->bytes = bytes;
     return 0;
 }

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from bpf import source_path
 from collector.btf import Btf
-from collector.kernel import SkbLayout, check_headers, check_tracepoint, netfilter_drop_reason
+from collector.kernel import SkbLayout, TracepointArgs, check_headers, check_tracepoint, netfilter_drop_reason
 
 log = logging.getLogger(__name__)
 
-PROGRAM_NAME = "tracepoint__skb__kfree_skb"
+PROGRAM_NAME = "raw_tracepoint__kfree_skb"
 KEY_SIZE = 24  # struct drop_key
 VALUE_SIZE = 16  # struct drop_value
 FAMILY_INET, FAMILY_INET6 = 4, 6
@@ -72,8 +72,9 @@ class ProgramConfig:
     overflow_size: int = 4096
 
 
-def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout) -> list[str]:
+def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout, args: TracepointArgs) -> list[str]:
     defines = {
+        **args.defines(),
         "NETFILTER_DROP_REASON": reason,
         "MARK_MASK": config.mark_mask,
         "MAP_SIZE": config.map_size,
@@ -160,7 +161,7 @@ class BpfDropSource:
         btf = Btf.load(btf_path) if btf_path else Btf.load()
         reason = netfilter_drop_reason(btf=btf)
         layout = SkbLayout.from_btf(btf)
-        self.cflags = build_cflags(config=config, reason=reason, layout=layout)
+        self.cflags = build_cflags(config=config, reason=reason, layout=layout, args=TracepointArgs.from_btf(btf))
         self.source_file = source_path("denied.c")
         if debug_source:
             log.info("BPF cflags: %s", " ".join(self.cflags))
@@ -181,6 +182,8 @@ class BpfDropSource:
         self._drops_slot = self._bpf[b"drops_slot"]
         self._overflow_slot = self._bpf[b"overflow_slot"]
         self._unplaced = self._bpf[b"unplaced"]
+        self._generation = self._bpf[b"generation"]
+        self._cache = self._bpf[b"cache"]
         self._active = 0
         self._point_at(0)
         self._readers = [
@@ -198,6 +201,8 @@ class BpfDropSource:
 
     def _point_at(self, index: int) -> None:
         zero = ct.c_int(0)
+        # generation first: the slot updates below wait for every program that may still use the old one
+        self._generation[zero] = ct.c_uint32(index)
         self._drops_slot[zero] = ct.c_int(self._drops[index].get_fd())
         self._overflow_slot[zero] = ct.c_int(self._overflow[index].get_fd())
         self._active = index
@@ -209,6 +214,8 @@ class BpfDropSource:
             DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=p, bytes=b)
             for (pid, fam, addr), (p, b) in self._read(kind=0, index=idle)
         ]
+        map_entries = len(drops)
+        drops.extend(self._read_cache(idle))
         overflow = [
             DropCount(policy_id=pid, src_ip="overflow", packets=p, bytes=b)
             for (pid, _fam, _addr), (p, b) in self._read(kind=1, index=idle)
@@ -225,8 +232,20 @@ class BpfDropSource:
             overflow=overflow,
             unplaced_packets=total_p - seen_p,
             unplaced_bytes=total_b - seen_b,
-            map_entries=len(drops),
+            map_entries=map_entries,
         )
+
+    def _read_cache(self, index: int) -> list[DropCount]:
+        """The per-CPU last-key cache of a generation no program writes any more; emptied after reading."""
+        slot = ct.c_int(index)
+        found = [
+            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=int(v.packets), bytes=int(v.bytes))
+            for v in self._cache[slot]
+            if v.packets
+            for pid, fam, addr in [_parse_key(bytes(v.key))]
+        ]
+        self._cache[slot] = self._cache.Leaf()
+        return found
 
     def _read(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, bytes], tuple[int, int]]]:
         key_size = KEY_SIZE if kind == 0 else 4

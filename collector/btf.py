@@ -40,6 +40,7 @@ class BtfType:
     enumerators: tuple[tuple[str, int], ...] = ()
     array_elem: int = 0
     array_len: int = 0
+    params: tuple[int, ...] = ()  # FUNC_PROTO parameter type ids
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,13 @@ class Btf:
                     pos += 12
                     values.append((name_at(e_name), (hi << 32) | lo))
                 types.append(BtfType(kind, name, size_or_type, enumerators=tuple(values)))
+            elif kind == _KIND_FUNC_PROTO:
+                params = []
+                for _ in range(vlen):
+                    _p_name, p_type = struct.unpack_from("<2I", types_blob, pos)
+                    pos += 8
+                    params.append(p_type)
+                types.append(BtfType(kind, name, size_or_type, params=tuple(params)))
             elif kind == _KIND_ARRAY:
                 elem, _index, nelems = struct.unpack_from("<3I", types_blob, pos)
                 pos += 12
@@ -170,6 +178,26 @@ class Btf:
             type_id = self._types[type_id].size_or_type
         return type_id
 
+    def tracepoint_params(self, tracepoint: str) -> list[tuple[int, str]]:
+        """(kind, name) of each argument a raw tracepoint passes, from the ``btf_trace_<name>`` typedef.
+
+        The kernel's typedef has a leading ``void *__data`` the BPF program does not see; it is dropped here.
+        Pointer arguments report the kind and name of what they point to.
+        """
+        type_id = self._by_name.get((_KIND_TYPEDEF, f"btf_trace_{tracepoint}"))
+        if type_id is None:
+            raise BtfError(f"kernel BTF has no raw tracepoint type btf_trace_{tracepoint}")
+        proto = self._types[self._resolve(self._types[self._resolve(type_id)].size_or_type)]
+        if proto.kind != _KIND_FUNC_PROTO:
+            raise BtfError(f"btf_trace_{tracepoint} is not a function pointer")
+        result = []
+        for param in proto.params[1:]:
+            t = self._types[self._resolve(param)]
+            if t.kind == _KIND_PTR:
+                t = self._types[self._resolve(t.size_or_type)]
+            result.append((t.kind, t.name))
+        return result
+
     def enum_value(self, enum_name: str, enumerator: str) -> int:
         for kind in (_KIND_ENUM, _KIND_ENUM64):
             type_id = self._by_name.get((kind, enum_name))
@@ -184,8 +212,6 @@ class Btf:
 def _trailing_size(kind: int, vlen: int, source: str) -> int:
     if kind == _KIND_INT or kind == _KIND_VAR or kind == _KIND_DECL_TAG:
         return 4
-    if kind == _KIND_FUNC_PROTO:
-        return 8 * vlen
     if kind == _KIND_DATASEC:
         return 12 * vlen
     if kind in (_KIND_PTR, 7, _KIND_TYPEDEF, _KIND_VOLATILE, _KIND_CONST, _KIND_RESTRICT, 12, 16, _KIND_TYPE_TAG):

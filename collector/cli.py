@@ -21,7 +21,14 @@ from collector.btf import Btf, BtfError
 from collector.config import ENV_ENABLED, ENV_PORT, CollectorConfig, ConfigError, parse_config
 from collector.exporter import denied_registry, render_text
 from collector.health import Health
-from collector.kernel import KernelError, SkbLayout, check_tracepoint, kernel_release, netfilter_drop_reason
+from collector.kernel import (
+    KernelError,
+    SkbLayout,
+    TracepointArgs,
+    check_tracepoint,
+    kernel_release,
+    netfilter_drop_reason,
+)
 from collector.nft import PolicyNames
 from collector.policies import PolicyResolver
 from collector.rulesets import NftRulesetReader
@@ -64,7 +71,10 @@ def print_bpf(config: CollectorConfig) -> None:
     check_tracepoint()
     btf = Btf.load()
     cflags = build_cflags(
-        config=program_config(config), reason=netfilter_drop_reason(btf=btf), layout=SkbLayout.from_btf(btf)
+        config=program_config(config),
+        reason=netfilter_drop_reason(btf=btf),
+        layout=SkbLayout.from_btf(btf),
+        args=TracepointArgs.from_btf(btf),
     )
     source = source_path("denied.c")
     print(f"// {source} compiled by BCC with: {' '.join(cflags)}")

@@ -54,6 +54,31 @@ class SkbLayout:
         }
 
 
+@dataclass(frozen=True)
+class TracepointArgs:
+    """Positions of the skb and the drop reason among the raw ``kfree_skb`` tracepoint's arguments."""
+
+    skb: int
+    reason: int
+
+    @classmethod
+    def from_btf(cls, btf: Btf) -> TracepointArgs:
+        try:
+            params = btf.tracepoint_params("kfree_skb")
+        except BtfError as exc:
+            raise KernelError(str(exc)) from exc
+        names = [name for _kind, name in params]
+        if "sk_buff" not in names or "skb_drop_reason" not in names:
+            raise KernelError(
+                f"the kfree_skb tracepoint passes no drop reason on this kernel (arguments: {names}); "
+                "linux >= 5.17 is needed"
+            )
+        return cls(skb=names.index("sk_buff"), reason=names.index("skb_drop_reason"))
+
+    def defines(self) -> dict[str, int]:
+        return {"ARG_SKB": self.skb, "ARG_REASON": self.reason}
+
+
 def drop_reason_from_format(text: str, reason: str = DROP_REASON) -> int | None:
     """The number of ``reason`` in the tracepoint's ``print fmt`` symbol table, or None if it is not listed."""
     match = re.search(r'\{\s*(\d+)\s*,\s*"' + re.escape(reason) + r'"\s*\}', text)
