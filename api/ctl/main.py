@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from api.ctl import query, resources
+from api.ctl import ingest, query, resources, test
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     query.register(subparsers)
     resources.register(subparsers)
+    ingest.register(subparsers)
+    test.register(subparsers)
     return parser
 
 

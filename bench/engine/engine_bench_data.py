@@ -13,8 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from evaluator.db import metadata
-from evaluator.logstore.tables import column_for, table_for, values_table_for
-from evaluator.logstore.tables import record_to_rows
+from evaluator.logstore.tables import column_for, record_to_rows, table_for, values_table_for
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CHUNK = 20_000
