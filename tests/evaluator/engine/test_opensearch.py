@@ -1,0 +1,207 @@
+"""The OpenSearch log store: the exact requests it sends (golden bodies), composite paging with
+after_key, and shard failures / timeouts as errors. OpenSearch cannot run on these machines: the
+responses below are recorded shapes; ``test_against_a_real_opensearch`` runs where
+POLICYWATCH_TEST_OPENSEARCH_URL points at one."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from engine_data import flow
+from engine_helpers import T0, spec
+
+from evaluator.engine.execute import run
+from evaluator.engine.model import BucketCapReached, StoreError, Window
+from evaluator.engine.opensearch import OpenSearchLogStore
+from evaluator.query import compile_query
+
+WINDOW = Window.ending_at(T0, timedelta(minutes=10))
+RANGE = {
+    "range": {
+        "end_time": {"gt": "2026-01-01T11:50:00Z", "lte": "2026-01-01T12:00:00Z", "format": "strict_date_optional_time"}
+    }
+}
+OK_SHARDS = {"total": 3, "successful": 3, "failed": 0}
+
+
+class RecordedOpenSearch:
+    """Answers search/scroll with the next recorded response and keeps every request."""
+
+    def __init__(self, responses: list[Any]) -> None:
+        self.responses = list(responses)
+        self.requests: list[dict[str, Any]] = []
+        self.cleared: list[str] = []
+
+    def search(self, *, index: str, body: dict[str, Any], **params: Any) -> Any:
+        self.requests.append({"index": index, "body": body, **params})
+        answer = self.responses.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def scroll(self, *, scroll_id: str, **params: Any) -> Any:
+        self.requests.append({"scroll_id": scroll_id})
+        return self.responses.pop(0)
+
+    def clear_scroll(self, *, scroll_id: str) -> None:
+        self.cleared.append(scroll_id)
+
+
+def page(buckets: list[tuple[str, int, float]], after: str | None) -> dict[str, Any]:
+    agg: dict[str, Any] = {
+        "buckets": [{"key": {"source_namespace": k}, "doc_count": n, "metric": {"value": v}} for k, n, v in buckets]
+    }
+    if after is not None:
+        agg["after_key"] = {"source_namespace": after}
+    return {
+        "timed_out": False,
+        "_shards": OK_SHARDS,
+        "hits": {"total": {"value": 99}},
+        "aggregations": {"aggregate": agg},
+    }
+
+
+SUM_BY_NS = spec(
+    description="${source_namespace}: ${sum}",
+    query="action = deny",
+    aggregateBy=("source_namespace",),
+    field="bytes_in",
+    metric="sum",
+    condition="gte",
+    threshold=10.0,
+)
+
+
+def test_composite_pages_follow_after_key_and_the_request_is_exact() -> None:
+    client = RecordedOpenSearch(
+        [page([("a", 1, 5.0), ("b", 2, 50.0)], "b"), page([("c", 3, 10.0)], "c"), page([], None)]
+    )
+    store = OpenSearchLogStore(client, page_size=2)
+    result = run(SUM_BY_NS, WINDOW, store)
+    assert [(f.record, f.description) for f in result.findings] == [
+        ({"source_namespace": "b", "sum": 50.0}, "b: 50"),
+        ({"source_namespace": "c", "sum": 10.0}, "c: 10"),
+    ]
+    first = client.requests[0]
+    assert first["index"] == "tigera_secure_ee_flows.cluster.*"
+    assert first["body"] == {
+        "query": {"bool": {"filter": [{"term": {"action": "deny"}}, RANGE]}},
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": {
+            "aggregate": {
+                "composite": {
+                    "size": 2,
+                    "sources": [{"source_namespace": {"terms": {"field": "source_namespace", "missing_bucket": True}}}],
+                },
+                "aggs": {"metric": {"sum": {"field": "bytes_in"}}},
+            }
+        },
+    }
+    assert [r["body"]["aggs"]["aggregate"]["composite"].get("after") for r in client.requests] == [
+        None,
+        {"source_namespace": "b"},
+        {"source_namespace": "c"},
+    ]
+
+
+def test_the_bucket_cap_stops_paging_and_is_an_error() -> None:
+    client = RecordedOpenSearch([page([("a", 1, 50.0), ("b", 1, 50.0)], "b"), page([("c", 1, 50.0)], "c")])
+    with pytest.raises(BucketCapReached):
+        run(SUM_BY_NS, WINDOW, OpenSearchLogStore(client, page_size=2), bucket_cap=2)
+    assert client.requests[1]["body"]["aggs"]["aggregate"]["composite"]["size"] == 1  # asked only for cap + 1
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (
+            {
+                "timed_out": False,
+                "_shards": {
+                    "total": 3,
+                    "successful": 2,
+                    "failed": 1,
+                    "failures": [{"reason": {"reason": "node gone"}}],
+                },
+            },
+            "1 of 3 shards failed: node gone",
+        ),
+        ({"timed_out": True, "_shards": OK_SHARDS}, "timed out"),
+        (ConnectionError("connection refused"), "connection refused"),
+    ],
+)
+def test_partial_or_failed_answers_are_errors_never_no_data(response: Any, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        run(SUM_BY_NS, WINDOW, OpenSearchLogStore(RecordedOpenSearch([response])))
+
+
+def test_metric_without_aggregation_and_per_hit_scroll() -> None:
+    client = RecordedOpenSearch(
+        [
+            {
+                "timed_out": False,
+                "_shards": OK_SHARDS,
+                "hits": {"total": {"value": 7}},
+                "aggregations": {"metric": {"value": None}},
+            }
+        ]
+    )
+    total = spec(description="${sum}", aggregateBy=(), field="bytes_in", metric="sum", condition="gte", threshold=0.0)
+    assert [f.record for f in run(total, WINDOW, OpenSearchLogStore(client)).findings] == [{"sum": 0.0}]
+    assert client.requests[0]["body"]["size"] == 0
+    hit = {"_index": "flows-1", "_id": "x1", "_source": flow(T0 - timedelta(minutes=1))}
+    client = RecordedOpenSearch(
+        [
+            {"timed_out": False, "_shards": OK_SHARDS, "_scroll_id": "s1", "hits": {"hits": [hit]}},
+            {"timed_out": False, "_shards": OK_SHARDS, "_scroll_id": "s1", "hits": {"hits": []}},
+        ]
+    )
+    per_hit = spec(description="hit", aggregateBy=(), metric=None, condition=None, threshold=None)
+    result = run(per_hit, WINDOW, OpenSearchLogStore(client))
+    assert [(f.key, f.hit_time) for f in result.findings] == [("hit:flows-1/x1", T0 - timedelta(minutes=1))]
+    assert client.requests[0]["body"]["sort"] == [{"end_time": {"order": "asc"}}, "_doc"]
+    assert client.cleared == ["s1"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("POLICYWATCH_TEST_OPENSEARCH_URL"),
+    reason="no OpenSearch here (set POLICYWATCH_TEST_OPENSEARCH_URL to run against one)",
+)
+def test_against_a_real_opensearch() -> None:
+    from opensearchpy import OpenSearch
+
+    client = OpenSearch(hosts=[os.environ["POLICYWATCH_TEST_OPENSEARCH_URL"]], timeout=30)
+    index = f"pwtest-flows-{secrets.token_hex(4)}"
+    client.indices.create(
+        index=index,
+        body={
+            "mappings": {
+                "properties": {
+                    "end_time": {"type": "date"},
+                    "source_namespace": {"type": "keyword"},
+                    "action": {"type": "keyword"},
+                    "bytes_in": {"type": "long"},
+                }
+            }
+        },
+    )
+    try:
+        for i, ns in enumerate(["a", "b", "b", "c"]):
+            doc = {
+                "end_time": (T0 - timedelta(minutes=1)).isoformat(),
+                "source_namespace": ns,
+                "action": "deny",
+                "bytes_in": 10 * (i + 1),
+            }
+            client.index(index=index, body=doc, refresh=True)
+        store = OpenSearchLogStore(client, indices={"flows": index}, page_size=1)
+        found = {f.record["source_namespace"]: f.value for f in run(SUM_BY_NS, WINDOW, store).findings}
+        assert found == {"a": 10.0, "b": 50.0, "c": 40.0}
+        assert compile_query("action = deny", "flows") is not None
+    finally:
+        client.indices.delete(index=index)
