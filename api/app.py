@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
@@ -18,8 +18,9 @@ from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.metrics import http_requests_counter, metrics_router
-from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, TokenAuthMiddleware
+from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
 from api.routes import alerts, datasets, dryrun, events
+from api.security import authorize
 from api.settings import Settings
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
 from evaluator.engine.runtime import runtime_for
@@ -88,6 +89,7 @@ def create_app(
         summary="GlobalAlert and GlobalAlertTemplate API (projectcalico.org/v3)",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
     )
     app.state.services = shared
     for router in RESOURCE_ROUTERS:
@@ -102,8 +104,7 @@ def create_app(
         return {"status": "ok"}
 
     install_error_handlers(app)
-    # Added innermost first: auth, then the body limit, then metrics outermost (it counts 401s and 413s).
-    app.add_middleware(TokenAuthMiddleware, read_tokens=settings.read_tokens, write_tokens=settings.write_tokens)
+    # Added innermost first: the body limit, then metrics outermost (it sees every response).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), routes=app.router.routes)
+    app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

@@ -27,9 +27,8 @@ _REASONS = {
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return render(
-            request, status_body(exc.status_code, exc.reason, exc.message, exc.errors), status_code=exc.status_code
-        )
+        body = status_body(exc.status_code, exc.reason, exc.message, exc.errors)
+        return render(request, body, status_code=exc.status_code, headers=exc.headers)
 
     async def spec_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SpecInvalid)
@@ -66,6 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
             request,
             status_body(exc.status_code, reason, str(exc.detail)),
             status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
         )
 
     async def unexpected(request: Request, exc: Exception) -> Response:

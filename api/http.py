@@ -20,12 +20,21 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 class ApiError(Exception):
     """An HTTP error with a reason word (NotFound, Invalid, ...) and optional per-field causes."""
 
-    def __init__(self, status_code: int, reason: str, message: str, *, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        reason: str,
+        message: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.reason = reason
         self.message = message
         self.errors = errors or []
+        self.headers = headers or {}
 
 
 def status_body(status_code: int, reason: str, message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
@@ -64,8 +73,17 @@ def wants_yaml(request: Request) -> bool:
     return best_yaml > 0 and best_yaml > best_json
 
 
-def render(request: Request, data: Any, *, status_code: int = 200, warnings: tuple[SpecWarning, ...] = ()) -> Response:
-    headers = {"Warning": ", ".join(warning_header(w) for w in warnings)} if warnings else None
+def render(
+    request: Request,
+    data: Any,
+    *,
+    status_code: int = 200,
+    warnings: tuple[SpecWarning, ...] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    headers = dict(headers or {})
+    if warnings:
+        headers["Warning"] = ", ".join(warning_header(w) for w in warnings)
     if wants_yaml(request):
         return Response(dump_yaml(data), status_code=status_code, media_type=YAML_TYPE, headers=headers)
     body = json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,52 @@
+"""Bearer-token authorisation, as an app-wide dependency (so every router, present and future, gets it).
+
+Two roles: read (GET, HEAD, OPTIONS) and write (every method; implies read). With no tokens configured
+(the loopback-only default) every request passes. Liveness, metrics and the API description stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from fastapi import Request
+
+from api.http import ApiError
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="policywatch"'}
+
+
+class Unauthorized(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(401, "Unauthorized", message, headers=CHALLENGE)
+
+
+def authorize(request: Request) -> None:
+    settings = request.app.state.services.settings
+    if not settings.auth_enabled or request.url.path in OPEN_PATHS:
+        return
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN)")
+    can_write = _member(token, settings.write_tokens)
+    if not (can_write or _member(token, settings.read_tokens)):
+        raise Unauthorized("unknown bearer token")
+    if request.method not in READ_METHODS and not can_write:
+        raise ApiError(403, "Forbidden", f"this token may only read; {request.method} needs a write token")
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _member(token: str, tokens: Iterable[str]) -> bool:
+    found = False
+    for candidate in tokens:  # compare with every token, each in constant time
+        found |= hmac.compare_digest(token.encode(), candidate.encode())
+    return found
