@@ -24,7 +24,10 @@ class Comparator(StrEnum):
 
     @property
     def is_range(self) -> bool:
-        return self in (Comparator.LT, Comparator.LE, Comparator.GT, Comparator.GE)
+        return self in _RANGES
+
+
+_RANGES = frozenset({Comparator.LT, Comparator.LE, Comparator.GT, Comparator.GE})
 
 
 @dataclass(frozen=True, slots=True)

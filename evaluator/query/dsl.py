@@ -17,7 +17,7 @@ from typing import Any
 from evaluator.query.ast import And, Comparator, Expr, Member, Not, Scalar, Selector, SetSelector, depth
 from evaluator.query.errors import QueryError
 from evaluator.query.parser import MAX_DEPTH
-from evaluator.query.schema import FIELDS, TIME_FIELD, FieldSpec, check_dataset, field
+from evaluator.query.schema import FIELDS, TIME_FIELD, FieldSpec, FieldType, check_dataset, field
 from evaluator.query.values import format_date
 
 Clause = dict[str, Any]
@@ -26,6 +26,7 @@ METRICS = ("count", "min", "max", "sum", "avg")
 COMPOSITE = "aggregate"
 METRIC = "metric"
 DEFAULT_PAGE_SIZE = 500
+DATE_FORMAT = "strict_date_optional_time"
 
 _RANGE = {Comparator.LT: "lt", Comparator.LE: "lte", Comparator.GT: "gt", Comparator.GE: "gte"}
 
@@ -52,7 +53,7 @@ def time_range(dataset: str, *, start: datetime | None, end: datetime | None) ->
         bounds["lt"] = format_date(end)
     if not bounds:
         return None
-    return {"range": {TIME_FIELD[check_dataset(dataset)]: {**bounds, "format": "strict_date_optional_time"}}}
+    return {"range": {TIME_FIELD[check_dataset(dataset)]: {**bounds, "format": DATE_FORMAT}}}
 
 
 class _Compiler:
@@ -73,8 +74,8 @@ class _Compiler:
     def selector(self, node: Selector) -> Clause:
         spec = field(self.dataset, node.key, position=node.key_position)
         if node.op.is_range:
-            return _nested(spec, {"range": {spec.key: {_RANGE[node.op]: node.value}}})
-        positive = _nested(spec, {"term": {spec.key: node.value}})
+            return _nested(spec, _range(spec, {_RANGE[node.op]: node.value}))
+        positive = _nested(spec, _term(spec, node.value))
         if node.op is Comparator.NE:
             return {"bool": {"must_not": [positive]}}
         return positive
@@ -87,10 +88,26 @@ class _Compiler:
         return positive
 
 
+def _range(spec: FieldSpec, bounds: dict[str, Scalar]) -> Clause:
+    if spec.type is FieldType.DATE:
+        # The value's format is given, so it parses whatever the index maps the field as (Calico's flow
+        # and DNS indices hold epoch seconds).
+        return {"range": {spec.key: {**bounds, "format": DATE_FORMAT}}}
+    return {"range": {spec.key: bounds}}
+
+
+def _term(spec: FieldSpec, value: Scalar) -> Clause:
+    if spec.type is FieldType.DATE:
+        return _range(spec, {"gte": value, "lte": value})
+    return {"term": {spec.key: value}}
+
+
 def _members(spec: FieldSpec, members: Sequence[Member]) -> Clause:
     exact: list[Scalar] = [member.value for member in members if not member.pattern]
     clauses: list[Clause] = []
-    if len(exact) == 1:
+    if spec.type is FieldType.DATE:
+        clauses.extend(_term(spec, value) for value in exact)
+    elif len(exact) == 1:
         clauses.append({"term": {spec.key: exact[0]}})
     elif exact:
         clauses.append({"terms": {spec.key: exact}})

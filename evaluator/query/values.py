@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from evaluator.query.ast import Scalar
 from evaluator.query.schema import DNS_TYPES, PROTO_NUMBERS, FieldSpec, FieldType
@@ -158,6 +159,11 @@ def to_label(value: Scalar) -> str:
     return text
 
 
+@lru_cache(maxsize=64)
+def _canonical(allowed: tuple[str, ...]) -> dict[str, str]:
+    return {option.lower(): option for option in allowed}
+
+
 def normalise(spec: FieldSpec, value: Scalar, *, pattern: bool = False) -> Scalar:
     """The canonical form of ``value`` for ``spec`` (``pattern``: a set member holding wildcards)."""
     kind = spec.type
@@ -177,7 +183,7 @@ def normalise(spec: FieldSpec, value: Scalar, *, pattern: bool = False) -> Scala
         return check_text(str(value)) if pattern else to_label(value)
     text = check_text(str(value))
     if spec.allowed and not pattern:
-        canonical = {option.lower(): option for option in spec.allowed}
+        canonical = _canonical(spec.allowed)
         if text.lower() not in canonical:
             raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(spec.allowed)}")
         return canonical[text.lower()]

@@ -28,6 +28,8 @@ CASES: dict[str, tuple[str, str]] = {
     "gt": ("dns", "count > 100"),
     "gte": ("dns", "count >= 100"),
     "date_range": ("flows", 'start_time >= "2024-01-02 03:04:05"'),
+    "date_eq": ("audit", 'stageTimestamp = "2024-01-02T03:04:05.5+01:00"'),
+    "date_in": ("dns", 'end_time NOTIN {"2024-01-02", "2024-01-03"}'),
     "ip_term": ("flows", 'source_ip = "192.0.2.1"'),
     "cidr_term": ("flows", 'source_ip = "10.1.2.3/8"'),
     "ipv6_cidr_ne": ("flows", 'dest_ip != "2001:db8::1:2:3:4/64"'),
