@@ -40,6 +40,10 @@ def test_amtool_rejects_a_broken_config(tmp_path: Path) -> None:
         ("critical", "policywatch-pagerduty,policywatch-webhook"),
         ("warning", "policywatch-opsgenie,policywatch-webhook"),
         ("info", "policywatch-webhook"),
+        ("100", "policywatch-opsgenie,policywatch-webhook"),  # a GlobalAlert's numeric severity
+        ("80", "policywatch-opsgenie,policywatch-webhook"),
+        ("79", "policywatch-webhook"),
+        ("8", "policywatch-webhook"),
     ],
 )
 def test_routes_by_severity(severity: str, receivers: str) -> None:
@@ -64,5 +68,5 @@ def test_every_rule_severity_has_a_route() -> None:
     rules = yaml.safe_load(RULES_FILE.read_text())
     severities = {r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
     doc = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-    routed = {m.split("=")[1].strip('"') for route in doc["route"]["routes"] for m in route["matchers"]}
+    routed = {m.split("=", 1)[1].strip('"') for route in doc["route"]["routes"] for m in route["matchers"]}
     assert severities <= routed
