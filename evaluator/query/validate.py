@@ -48,11 +48,14 @@ class _Validator:
             return self.selector(node)
         if isinstance(node, SetSelector):
             return self.set_selector(node)
+        # Nodes whose parts come back unchanged are reused: trees are immutable, and this is most of them.
         if isinstance(node, Not):
-            return Not(self.expr(node.operand), position=node.position)
-        if isinstance(node, And):
-            return And(tuple(self.expr(operand) for operand in node.operands))
-        return Or(tuple(self.expr(operand) for operand in node.operands))
+            operand = self.expr(node.operand)
+            return node if operand is node.operand else Not(operand, position=node.position)
+        operands = tuple(self.expr(operand) for operand in node.operands)
+        if all(new is old for new, old in zip(operands, node.operands, strict=True)):
+            return node
+        return And(operands) if isinstance(node, And) else Or(operands)
 
     def selector(self, node: Selector) -> Selector:
         spec = field(self.dataset, node.key, position=node.key_position)
@@ -64,6 +67,8 @@ class _Validator:
                 expected=("=", "!=", "IN", "NOTIN"),
             )
         value = self.value(spec, node.value, node.value_position, pattern=False)
+        if type(value) is type(node.value) and value == node.value:
+            return node
         return Selector(node.key, node.op, value, key_position=node.key_position, value_position=node.value_position)
 
     def set_selector(self, node: SetSelector) -> SetSelector:
