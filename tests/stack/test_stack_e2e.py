@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from demo.assets import REPO_ROOT
+from demo.assets import REPO_ROOT, RULES_FILE
 from demo.samples import ALERT_NAME
 from demo.stack import BPF_STATS, DemoStack
 from demo.topology import FRONTEND_IPS, POLICY_DB, POLICY_FRONTEND
@@ -75,6 +76,15 @@ def test_prometheus_fires_the_rules_on_the_denied_traffic(walk: Walkthrough) -> 
     rate = walk.firing[("CalicoDeniedSourceRateHigh", POLICY_DB, "10.77.0.1")]
     assert rate["labels"]["severity"] == "warning"
     assert 15 < float(rate["value"]) < 40  # the sender's 25 packets/s
+
+
+def test_prometheus_loaded_every_rule_healthy(walk: Walkthrough) -> None:
+    prometheus = walk.stack.prometheus
+    assert prometheus is not None
+    rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
+    expected = yaml.safe_load(RULES_FILE.read_text())
+    assert len(rules) == sum(len(group["rules"]) for group in expected["groups"])
+    assert {rule["name"]: rule["health"] for rule in rules if rule["health"] != "ok"} == {}
 
 
 def test_alertmanager_receives_and_delivers(walk: Walkthrough) -> None:
