@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dialect", choices=sorted(DIALECTS), default="sqlite", help="SQL dialect for --sql (default sqlite)"
     )
+    parser.add_argument("--template", action="store_true", help="allow a GlobalAlertTemplate's <placeholder> values")
     parser.add_argument("query", metavar="QUERY", help="the query text; - reads it from standard input")
     parser.set_defaults(handler=run)
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     err = stderr or sys.stderr
     text: str = sys.stdin.read() if args.query == "-" else args.query
     try:
-        expr = compile_query(text, args.dataset)
+        expr = compile_query(text, args.dataset, placeholders=args.template)
         if args.sql:
             statement = select(table_for(args.dataset).c.record).where(to_sql(expr, args.dataset))
             compiled = statement.compile(dialect=DIALECTS[args.dialect], compile_kwargs={"literal_binds": True})

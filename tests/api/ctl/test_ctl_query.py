@@ -101,3 +101,12 @@ def test_console_script_reads_stdin_and_exits_2() -> None:
     assert bad.returncode == 2
     assert 'did you mean "dest_labels.labels"?' in bad.stderr
     assert bad.stderr.splitlines()[-1] == "^"
+
+
+def test_template_placeholders_only_with_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    text = 'dest_namespace="<desired namespace>" AND dest_port=80'
+    assert main(["query", "--dataset", "flows", text]) == 2
+    assert "invalid value for key 'dest_namespace'" in capsys.readouterr().err
+    assert main(["query", "--dataset", "flows", "--template", text]) == 0
+    dsl = json.loads(capsys.readouterr().out)
+    assert dsl["bool"]["filter"][0] == {"term": {"dest_namespace": "<desired namespace>"}}
