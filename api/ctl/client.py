@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: Any = ca_file if ca_file else True
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=TIMEOUT_S, verify=verify)
 
     @classmethod
