@@ -198,3 +198,19 @@ def test_after_a_prompt_first_run_alerts_spread_over_the_period(engine: sa.Engin
     # From its slot on, an alert runs exactly every period.
     name = next(n for n, t in slots.items() if t == first)
     assert rig.scheduler.next_slot(name, first, MINUTE) == first + MINUTE
+
+
+def test_bucket_cap_and_bad_query_are_error_conditions(engine: sa.Engine) -> None:
+    rig = Rig(engine, bucket_cap=2)
+    rig.store.buckets = lambda w: [Bucket((f"ns{i}",), 1) for i in range(5)]
+    rig.repo.put("wide", spec())
+    rig.repo.put("typo", spec(query="source_namespac = x"))
+    assert rig.repo.status == {}
+    rig.scheduler.sync()
+    assert rig.repo.status["wide"].executionState == "pending"
+    rig.scheduler.step()
+    wide, typo = rig.repo.status["wide"], rig.repo.status["typo"]
+    assert (wide.healthy, wide.errorConditions[0].type) == (False, "BucketCapReached")
+    assert "more than 2 aggregation buckets" in wide.errorConditions[0].message
+    assert (typo.healthy, typo.errorConditions[0].type) == (False, "QueryInvalid")
+    assert "source_namespace" in typo.errorConditions[0].message  # the suggestion

@@ -1,0 +1,54 @@
+"""Retention deletes embedded log records (with their values) and events past their age, nothing newer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from engine_data import dns, flow
+from engine_helpers import T0, FakeClock
+
+from evaluator.db import metadata
+from evaluator.engine.retention import Retention
+from evaluator.engine.sqlstore import SqlLogStore
+from evaluator.events import Event, SqlEventStore, events_table
+from evaluator.logstore import insert_records, table_for, values_table_for
+
+
+def test_old_logs_and_events_go(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/r.db")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        insert_records(conn, "flows", [flow(T0 - timedelta(days=8)), flow(T0 - timedelta(days=6))])
+        insert_records(conn, "dns", [dns(T0 - timedelta(days=9))])
+    events = SqlEventStore(engine)
+    events.add(
+        [
+            Event(time=T0 - timedelta(days=31), alert="a", description="old", severity=1, record={}, key="1"),
+            Event(time=T0 - timedelta(days=1), alert="a", description="new", severity=1, record={}, key="2"),
+        ]
+    )
+    retention = Retention(
+        engine=engine,
+        log_store=SqlLogStore(engine),
+        events=events,
+        keep_logs=timedelta(days=7),
+        keep_events=timedelta(days=30),
+        interval=timedelta(minutes=10),
+        clock=FakeClock(T0),
+    )
+    removed = retention.run_once()
+    assert (removed["flows"], removed["dns"], removed["audit"], removed["events"]) == (1, 1, 0, 1)
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(table_for("flows"))) == 1
+        assert conn.scalar(sa.select(sa.func.count()).select_from(table_for("dns"))) == 0
+        orphans = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(values_table_for("flows"))
+            .where(values_table_for("flows").c.record_id.not_in(sa.select(table_for("flows").c.id)))
+        )
+        assert orphans == 0
+        assert list(conn.scalars(sa.select(events_table.c.description))) == ["new"]
+    assert retention.run_once()["flows"] == 0
+    engine.dispose()
