@@ -55,6 +55,7 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
     server = None
     if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
         from tests.fixtures.services import PostgresServer
 
         server = PostgresServer().start()

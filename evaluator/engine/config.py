@@ -36,6 +36,8 @@ class EngineSettings(BaseSettings):
     log_database_url: str | None = Field(
         default=None, description="SQL log store URL (default: the evaluator database)"
     )
+    event_store: Literal["sql", "opensearch"] = Field(default="sql", description="where GET /events reads")
+    opensearch_events_index: str = "policywatch_events"
     opensearch_url: str | None = Field(default=None, description="OpenSearch URL when log_store is opensearch")
     opensearch_flows_index: str = "tigera_secure_ee_flows.cluster.*"
     opensearch_dns_index: str = "tigera_secure_ee_dns.cluster.*"
@@ -60,8 +62,9 @@ class EngineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _opensearch_needs_url(self) -> EngineSettings:
-        if self.log_store == "opensearch" and not self.opensearch_url:
-            raise ValueError("POLICYWATCH_LOG_STORE=opensearch needs POLICYWATCH_OPENSEARCH_URL (e.g. https://es:9200)")
+        for name, value in (("LOG_STORE", self.log_store), ("EVENT_STORE", self.event_store)):
+            if value == "opensearch" and not self.opensearch_url:
+                raise ValueError(f"POLICYWATCH_{name}=opensearch needs POLICYWATCH_OPENSEARCH_URL (https://es:9200)")
         if self.alertmanager_url is not None and not self.alertmanager_url.startswith(("http://", "https://")):
             raise ValueError(f"alertmanager_url {self.alertmanager_url!r} must start with http:// or https://")
         return self

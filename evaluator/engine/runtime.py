@@ -14,10 +14,11 @@ from evaluator.engine.logstore import LogStore
 from evaluator.engine.metrics import engine_metrics
 from evaluator.engine.notify import AlertmanagerNotifier
 from evaluator.engine.opensearch import OpenSearchLogStore
+from evaluator.engine.opensearch_events import OpenSearchEventStore
 from evaluator.engine.retention import Retention
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig, utcnow
 from evaluator.engine.sqlstore import SqlLogStore
-from evaluator.events import SqlEventStore
+from evaluator.events import EventStore, SqlEventStore
 from evaluator.ports import AlertRepository
 
 
@@ -38,7 +39,15 @@ class EngineRuntime:
     ) -> None:
         self.settings = settings = settings or EngineSettings()
         self.engine = engine
-        self.events = SqlEventStore(engine)
+        self.sql_events = SqlEventStore(engine)
+        self.events: EventStore = self.sql_events
+        event_sink: EventStore | None = None
+        if settings.event_store == "opensearch":
+            event_sink = self.events = OpenSearchEventStore(
+                _opensearch_client(settings),
+                index=settings.opensearch_events_index,
+                timeout=settings.opensearch_timeout,
+            )
         self.sql_logs: SqlLogStore | None = None
         self.log_store: LogStore
         if settings.log_store == "opensearch":
@@ -61,6 +70,7 @@ class EngineRuntime:
             repository=repository,
             log_store=self.log_store,
             notifier=notifier,
+            event_sink=event_sink,
             config=SchedulerConfig(
                 workers=settings.scheduler_workers,
                 lease_ttl=settings.duration("scheduler_lease_ttl"),
@@ -74,7 +84,7 @@ class EngineRuntime:
         self.retention = Retention(
             engine=engine,
             log_store=self.sql_logs,
-            events=self.events,
+            events=self.sql_events,
             keep_logs=settings.duration("retention_logs"),
             keep_events=settings.duration("retention_events"),
             interval=settings.duration("retention_interval"),

@@ -41,7 +41,7 @@ from evaluator.engine.metrics import EngineMetrics, engine_metrics
 from evaluator.engine.model import BucketCapReached, StoreError, Window
 from evaluator.engine.notify import Notification, Notifier, NotifyError, notifications_for, resolved_notifications
 from evaluator.engine.tables import alert_runs, alert_schedule
-from evaluator.events import insert_events, utc
+from evaluator.events import EventStore, insert_events, utc
 from evaluator.ports import AlertRepository, StoredAlert
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class Scheduler:
         repository: AlertRepository,
         log_store: LogStore,
         notifier: Notifier | None = None,
+        event_sink: EventStore | None = None,
         config: SchedulerConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
         metrics: EngineMetrics | None = None,
@@ -105,6 +106,7 @@ class Scheduler:
         self._repository = repository
         self._log_store = log_store
         self._notifier = notifier
+        self._event_sink = event_sink  # a copy of the events elsewhere (OpenSearch), written after commit
         self.config = config or SchedulerConfig()
         self._clock = clock
         self._metrics = metrics or engine_metrics()
@@ -258,6 +260,11 @@ class Scheduler:
         finally:
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
         self._metrics.runs.labels(claim.alert, "ok").inc()
+        if self._event_sink is not None and transitions.events:
+            try:
+                self._event_sink.add(transitions.events)
+            except StoreError as exc:
+                log.warning("alert %s: events kept in SQL but not copied to the event index: %s", claim.alert, exc)
         if written:
             self._metrics.events.labels(claim.alert, str(spec.severity)).inc(written)
         firing_now = len(firing) - len(transitions.resolved) + len(transitions.started)

@@ -5,6 +5,7 @@ POLICYWATCH_TEST_OPENSEARCH_URL points at one."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import timedelta
@@ -17,6 +18,8 @@ from engine_helpers import T0, spec
 from evaluator.engine.execute import run
 from evaluator.engine.model import BucketCapReached, StoreError, Window
 from evaluator.engine.opensearch import OpenSearchLogStore
+from evaluator.engine.opensearch_events import OpenSearchEventStore
+from evaluator.events import Event, EventQuery
 from evaluator.query import compile_query
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
@@ -205,3 +208,46 @@ def test_against_a_real_opensearch() -> None:
         assert compile_query("action = deny", "flows") is not None
     finally:
         client.indices.delete(index=index)
+
+
+class RecordedEventIndex:
+    def __init__(self, bulk_statuses: list[int], search_response: dict[str, Any] | None = None) -> None:
+        self.bulk_statuses = bulk_statuses
+        self.search_response = search_response
+        self.bodies: list[Any] = []
+
+    def bulk(self, *, body: str, **params: Any) -> dict[str, Any]:
+        self.bodies.append(body)
+        return {"items": [{"create": {"status": s, "error": {"reason": f"status {s}"}}} for s in self.bulk_statuses]}
+
+    def search(self, *, index: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
+        self.bodies.append(body)
+        assert self.search_response is not None
+        return self.search_response
+
+
+def test_event_index_writes_each_event_once_by_its_dedup_id() -> None:
+    events = [
+        Event(time=T0, alert="a", description="d1", severity=5, record={"x": 1}, key="k1"),
+        Event(time=T0, alert="a", description="d2", severity=5, record={"x": 2}, key="k2"),
+    ]
+    client = RecordedEventIndex([201, 409])
+    assert OpenSearchEventStore(client, index="ev").add(events) == 1  # the second was there already
+    lines = [json.loads(line) for line in client.bodies[0].splitlines()]
+    assert lines[0] == {"create": {"_index": "ev", "_id": events[0].dedup}}
+    assert lines[1] == events[0].to_json()
+    with pytest.raises(StoreError, match="1 events refused: status 400"):
+        OpenSearchEventStore(RecordedEventIndex([201, 400]), index="ev").add(events)
+    hit = {"_source": events[1].to_json()}
+    client = RecordedEventIndex(
+        [], {"timed_out": False, "_shards": OK_SHARDS, "hits": {"total": {"value": 3}, "hits": [hit]}}
+    )
+    page = OpenSearchEventStore(client, index="ev").search(
+        EventQuery(alert="a", severity=5, since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1), limit=1)
+    )
+    assert (page.total, [e.description for e in page.items]) == (3, ["d2"])
+    assert client.bodies[0]["query"]["bool"]["filter"] == [
+        {"term": {"alert": "a"}},
+        {"term": {"severity": 5}},
+        {"range": {"time": {"gte": "2026-01-01T11:00:00Z", "lt": "2026-01-01T13:00:00Z"}}},
+    ]
