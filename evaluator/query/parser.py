@@ -10,7 +10,7 @@ from evaluator.query.errors import QueryError
 from evaluator.query.lexer import LEXER
 
 MAX_QUERY_LENGTH = 65_536
-MAX_DEPTH = 100
+MAX_DEPTH = 24
 
 # PLY's parser and lexer keep their state as attributes between calls; one parse at a time.
 _LOCK = threading.Lock()

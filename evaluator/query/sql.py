@@ -87,8 +87,8 @@ class _Compiler:
         if isinstance(node, Not):
             return not_(self.expr(node.operand))
         if isinstance(node, And):
-            return and_(*(self.expr(operand) for operand in node.operands))
-        return or_(*(self.expr(operand) for operand in node.operands))
+            return balanced(and_, [self.expr(operand) for operand in node.operands])
+        return balanced(or_, [self.expr(operand) for operand in node.operands])
 
     def selector(self, node: Selector) -> Condition:
         spec = field(self.dataset, node.key, position=node.key_position)
@@ -109,7 +109,7 @@ class _Compiler:
         spec = field(self.dataset, node.key, position=node.key_position)
         positive = self.any_value(
             spec,
-            lambda value, ipkey: or_(*(_member(spec, value, ipkey, member) for member in node.members)),
+            lambda value, ipkey: _members(spec, value, ipkey, node.members),
         )
         return not_(positive) if node.negated else positive
 
@@ -129,6 +129,51 @@ class _Compiler:
         return and_(column.is_not(None), test(column, ipkey))
 
 
+CHAIN = 256
+
+
+class Parenthesized(ColumnElement[bool]):
+    """``(clause)``, opaque to SQLAlchemy so that it is never flattened into an enclosing chain."""
+
+    type = Boolean()
+    inherit_cache = False
+
+    def __init__(self, clause: Condition) -> None:
+        self.clause = clause
+
+
+@compiles(Parenthesized)
+def _parenthesized(element: Parenthesized, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clause, **kw)})"
+
+
+def balanced(combine: Any, clauses: list[Condition]) -> Condition:
+    """``combine`` (and_/or_) of ``clauses``, as chains of at most ``CHAIN`` operands.
+
+    SQLite refuses expressions more than 1000 levels deep, and a chain of n operands is n levels deep
+    there; chains of parenthesised chains stay shallow without nesting parentheses deeply (SQLite's
+    parser also has a small stack)."""
+    while len(clauses) > CHAIN:
+        clauses = [
+            Parenthesized(cast(Condition, combine(*clauses[start : start + CHAIN])))
+            for start in range(0, len(clauses), CHAIN)
+        ]
+    return cast(Condition, combine(*clauses))
+
+
+def _members(spec: FieldSpec, column: Any, ipkey: Any, members: tuple[Member, ...]) -> Condition:
+    exact = [member for member in members if not member.pattern]
+    clauses: list[Condition] = []
+    if spec.type is FieldType.IP:
+        clauses.extend(_equal(spec, column, ipkey, member.value) for member in exact)
+    elif exact:
+        as_text = spec.multi_valued or spec.dynamic
+        values = [str(_comparable(spec, m.value)) if as_text else _comparable(spec, m.value) for m in exact]
+        clauses.append(cast(Condition, column.in_(values)))
+    clauses.extend(WildcardMatch(column, str(member.value)) for member in members if member.pattern)
+    return balanced(or_, clauses)
+
+
 def _comparable(spec: FieldSpec, value: Scalar) -> Any:
     if spec.type is FieldType.DATE:
         return to_date(value).timestamp()
@@ -145,9 +190,3 @@ def _equal(spec: FieldSpec, column: Any, ipkey: Any, value: Scalar) -> Condition
     if spec.multi_valued or spec.dynamic:
         comparable = str(comparable)
     return cast(Condition, column == comparable)
-
-
-def _member(spec: FieldSpec, column: Any, ipkey: Any, member: Member) -> Condition:
-    if member.pattern:
-        return WildcardMatch(column, str(member.value))
-    return _equal(spec, column, ipkey, member.value)

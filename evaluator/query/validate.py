@@ -13,6 +13,9 @@ from evaluator.query.schema import FieldSpec, FieldType, check_dataset, field
 from evaluator.query.values import normalise
 
 PLACEHOLDER = re.compile(r"<[^<>]*>")
+# OpenSearch refuses more clauses than this by default (indices.query.bool.max_clause_count); the same
+# bound keeps the SQL store's expressions small.
+MAX_TERMS = 1024
 _NO_WILDCARDS = (FieldType.INT, FieldType.IP, FieldType.DATE)
 
 
@@ -42,6 +45,16 @@ class _Validator:
     def __init__(self, dataset: str, placeholders: bool) -> None:
         self.dataset = dataset
         self.placeholders = placeholders
+        self.terms = 0
+
+    def count(self, terms: int, position: int | None) -> None:
+        self.terms += terms
+        if self.terms > MAX_TERMS:
+            raise QueryError(
+                f"query has more than {MAX_TERMS} selectors and set members",
+                position=position,
+                expected=(f"at most {MAX_TERMS}",),
+            )
 
     def expr(self, node: Expr) -> Expr:
         if isinstance(node, Selector):
@@ -58,6 +71,7 @@ class _Validator:
         return And(operands) if isinstance(node, And) else Or(operands)
 
     def selector(self, node: Selector) -> Selector:
+        self.count(1, node.key_position)
         spec = field(self.dataset, node.key, position=node.key_position)
         if node.op.is_range and not spec.ordered:
             raise QueryError(
@@ -75,6 +89,7 @@ class _Validator:
         spec = field(self.dataset, node.key, position=node.key_position)
         members: dict[Scalar, Member] = {}
         for member in node.members:
+            self.count(1, member.position)
             for value in self.member_values(spec, member):
                 members.setdefault(value, Member(value, position=member.position))
         return SetSelector(node.key, tuple(members.values()), node.negated, key_position=node.key_position)

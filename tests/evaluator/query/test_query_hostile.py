@@ -6,8 +6,14 @@ RecursionError, even for trees built by hand rather than parsed.
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections.abc import Iterator
 
+import pytest
+from sqlalchemy import Engine, create_engine, select
+
+from evaluator.db import metadata
+from evaluator.logstore import insert_records, table_for, values_table_for
 from evaluator.query import (
     Comparator,
     Not,
@@ -21,6 +27,7 @@ from evaluator.query import (
     validate,
 )
 from evaluator.query.parser import MAX_DEPTH, MAX_QUERY_LENGTH
+from evaluator.query.validate import MAX_TERMS
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -71,11 +78,73 @@ def test_long_not_chain() -> None:
     assert error.position == 4 * (MAX_DEPTH - 1)
 
 
-def test_long_flat_chain_compiles() -> None:
-    text = " OR ".join(f"count = {n}" for n in range(4_000))
+def test_too_many_terms() -> None:
+    error = error_of(" OR ".join(f"count = {n}" for n in range(MAX_TERMS + 1)))
+    assert f"more than {MAX_TERMS} selectors" in error.message
+    assert error.position == len(" OR ".join(f"count = {n}" for n in range(MAX_TERMS))) + 4
+    error = error_of("rcode IN {" + ", ".join(f"x{n}" for n in range(MAX_TERMS + 1)) + "}")
+    assert f"more than {MAX_TERMS} selectors" in error.message
+
+
+def fill(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[table_for("dns"), values_table_for("dns")])
+    with engine.begin() as conn:
+        insert_records(conn, "dns", [{"end_time": 0, "count": 7, "rcode": "x7", "rrsets": [{"rdata": ["x9"]}]}])
+
+
+HALF = (MAX_DEPTH - 2) // 2
+EVEN = HALF - HALF % 2
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    fill(engine)
+    yield engine
+    engine.dispose()
+
+
+LARGEST = [
+    " OR ".join(f"count = {n}" for n in range(MAX_TERMS)),
+    " AND ".join(f"count != {n}" for n in range(8, MAX_TERMS + 7)),
+    "rcode IN {" + ", ".join(f"x{n}" for n in range(MAX_TERMS)) + "}",
+    "rrsets.rdata IN {" + ", ".join(f"x{n}*" for n in range(9, MAX_TERMS + 9)) + "}",
+    "(" * (MAX_DEPTH - 1) + " OR ".join(f"count = {n}" for n in range(10)) + ")" * (MAX_DEPTH - 1),
+    "".join(f"(count = {n} OR " for n in range(MAX_DEPTH - 1)) + "count = 7" + ")" * (MAX_DEPTH - 1),
+    # An even number of NOTs, so that the record is selected.
+    "".join(f"NOT (count != {n} AND " for n in range(8, 8 + EVEN)) + "count = 7" + ")" * EVEN,
+    "".join(f"count != {n} AND (count = {n} OR " for n in range(8, 8 + HALF)) + "count = 7" + ")" * HALF,
+    "NOT " * (MAX_DEPTH - 2) + "rrsets.rdata IN {x9, y*}",
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    LARGEST,
+    ids=["or-chain", "and-chain", "set", "patterns", "deep-group", "deep-or", "deep-not", "and-or", "nots"],
+)
+def test_largest_allowed_queries_run_on_sqlite(engine: Engine, text: str) -> None:
+    run_largest(engine, text)
+
+
+def run_largest(engine: Engine, text: str) -> None:
     expr = compile_query(text, "dns")
-    assert len(to_dsl(expr, "dns")["bool"]["should"]) == 4_000
-    assert to_sql(expr, "dns") is not None
+    table = table_for("dns")
+    with engine.connect() as conn:
+        found = conn.execute(select(table.c.count).where(to_sql(expr, "dns"))).scalars().all()
+    assert found == [7]
+    assert len(json.dumps(to_dsl(expr, "dns"))) > 0
+
+
+@pytest.mark.postgres
+def test_largest_allowed_queries_run_on_postgres(pg_database: str) -> None:
+    engine = create_engine(pg_database)
+    try:
+        fill(engine)
+        for text in LARGEST:
+            run_largest(engine, text)
+    finally:
+        engine.dispose()
 
 
 def test_hand_built_deep_trees_are_refused_not_recursed() -> None:
