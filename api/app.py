@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -20,6 +20,7 @@ from api.errors import install_error_handlers
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
 from api.routes import alerts, datasets, dryrun, events
+from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
@@ -54,6 +55,17 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
     return [*runtime_for(services.engine, services.repository).services()]
+
+
+def _document_errors(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_bad_request(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -104,6 +116,7 @@ def create_app(
         return {"status": "ok"}
 
     install_error_handlers(app)
+    _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))

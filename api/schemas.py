@@ -159,3 +159,20 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
     content = {JSON_TYPE: {"schema": inline_schema(StatusModel)}}
     return {code: {"description": descriptions[code], "content": content} for code in codes}
+
+
+def document_bad_request(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Malformed parameters answer 400 with a ``Status`` (``api.errors``), not FastAPI's default 422
+    ``HTTPValidationError``: say so in every operation's documented responses."""
+    bad_request = error_responses(400)[400]
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses") if isinstance(operation, dict) else None
+            if not isinstance(responses, dict):
+                continue
+            default_422 = responses.get("422", {})
+            schema_ref = str(default_422.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref"))
+            if schema_ref.endswith("/HTTPValidationError"):
+                del responses["422"]
+                responses.setdefault("400", bad_request)
+    return openapi
