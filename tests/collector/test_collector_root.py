@@ -239,3 +239,48 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
     )
     assert nobody.returncode == 1
     assert "needs root (or the capabilities CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF)" in nobody.stderr
+
+
+def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
+    """The BPF source in-process: the batch drain, then the per-key fallback (kernels without batch ops)."""
+    from collector.bpf_loader import BpfDropSource, DropCount, ProgramConfig
+
+    sender, receiver = pair(netns)
+    netns.nft(
+        receiver,
+        """table inet pwtest { chain input { type filter hook input priority 0;
+            udp dport 7001 meta mark set 0x3a1 drop
+        }
+        }""",
+    )
+    source = BpfDropSource(config=ProgramConfig(mark_mask=0x3FFF, map_size=256))
+    try:
+
+        def mine(expected: list[DropCount]) -> list[DropCount]:
+            """Drain until this test's counts reach ``expected`` (neighbour discovery may delay a packet)."""
+            merged: dict[tuple[int, str], tuple[int, int]] = {}
+            deadline = time.monotonic() + 5
+            while True:
+                for d in source.drain().drops:
+                    if d.policy_id == 0x3A1:
+                        p, b = merged.get((d.policy_id, d.src_ip), (0, 0))
+                        merged[(d.policy_id, d.src_ip)] = (p + d.packets, b + d.bytes)
+                got = [DropCount(k[0], k[1], p, b) for k, (p, b) in sorted(merged.items())]
+                if got == expected or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.1)
+
+        send(netns, sender, V4_DST, 7001, 6, 20)
+        send(netns, sender, V6_DST, 7001, 2, 20)
+        send(netns, sender, V4_DST, 7001, 1, 20)  # the key changes back: the cache flushes into the hash
+        expected = [DropCount(0x3A1, V4_SRC, 7, 7 * 48), DropCount(0x3A1, V6_SRC, 2, 2 * 68)]
+        assert mine(expected) == expected
+        assert mine([]) == []  # drained means emptied
+        source._batch_ok = False  # as on a kernel without BPF_MAP_LOOKUP_AND_DELETE_BATCH
+        send(netns, sender, V6_DST, 7001, 3, 20)
+        send(netns, sender, V4_DST, 7001, 4, 20)
+        expected = [DropCount(0x3A1, V4_SRC, 4, 4 * 48), DropCount(0x3A1, V6_SRC, 3, 3 * 68)]
+        assert mine(expected) == expected
+        assert mine([]) == []
+    finally:
+        source.close()
