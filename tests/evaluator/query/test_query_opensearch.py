@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from evaluator.query import compile_query, to_dsl
+from evaluator.query import compile_query, search_body, to_dsl
+from evaluator.query.dsl import COMPOSITE, METRIC
 from evaluator.query.evaluate import matches
 
 URL = os.environ.get("POLICYWATCH_TEST_OPENSEARCH_URL")
@@ -143,3 +144,27 @@ def test_golden_query_selects_what_python_selects(client: Any, path: Path) -> No
     found = {hit["_id"] for hit in response["hits"]["hits"]}
     expected = {str(number) for number, doc in enumerate(DOCS[dataset]) if matches(expr, dataset, doc)}
     assert found == expected, text
+
+
+def test_composite_aggregation_pages_and_sums(client: Any) -> None:
+    index = f"{client.policywatch_prefix}-flows"
+    expected: dict[str | None, int] = {}
+    for doc in DOCS["flows"]:
+        key = doc.get("action")
+        expected[key] = expected.get(key, 0) + int(doc.get("bytes_in", 0))
+    found: dict[str | None, int] = {}
+    after = None
+    while True:
+        body = search_body(
+            None, "flows", aggregate_by=["action"], metric="sum", field="bytes_in", size=1, after_key=after
+        )
+        response = client.search(index=index, body=body)
+        aggregation = response["aggregations"][COMPOSITE]
+        for bucket in aggregation["buckets"]:
+            found[bucket["key"]["action"]] = int(bucket[METRIC]["value"])
+        after = aggregation.get("after_key")
+        if not aggregation["buckets"] or after is None:
+            break
+    assert found == expected
+    counted = client.search(index=index, body=search_body(None, "flows", metric="count"))
+    assert counted["hits"]["total"]["value"] == len(DOCS["flows"])
