@@ -123,7 +123,10 @@ def client() -> Iterator[Any]:
     try:
         for dataset, docs in DOCS.items():
             index = f"{prefix}-{dataset}"
-            client.indices.create(index, body={"mappings": {"properties": MAPPINGS[dataset]}})
+            # Like Calico's indices: strings are keywords (exact terms, aggregatable).
+            strings = {"strings": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}}
+            mappings = {"dynamic_templates": [strings], "properties": MAPPINGS[dataset]}
+            client.indices.create(index, body={"mappings": mappings})
             for number, doc in enumerate(docs):
                 client.index(index, body=doc, id=str(number))
             client.indices.refresh(index)
