@@ -222,3 +222,44 @@ def test_dockerfile_builds_on_debian_12_with_bcc() -> None:
     assert "python3-bpfcc" in text
     assert "--system-site-packages" in text
     assert re.search(r"^USER ", text, re.MULTILINE) is None or "10001" in text
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted path of every mapping key in a block-style YAML file -> its line index."""
+    paths: dict[str, int] = {}
+    stack: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines()):
+        match = re.match(r"^( *)([A-Za-z0-9_.\-/]+):(?:\s|$)", line)
+        if not match:
+            continue
+        indent, key = len(match[1]), match[2]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        paths[".".join(k for _, k in stack)] = number
+    return paths
+
+
+def test_every_value_is_commented() -> None:
+    """Each value the schema describes as a leaf has a '# --' comment line right above it in values.yaml."""
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    where = _key_lines("\n".join(lines))
+    uncommented = []
+
+    def commented(number: int) -> bool:
+        return number > 0 and lines[number - 1].strip().startswith("#")
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            dotted = f"{path}.{key}" if path else key
+            number = where.get(dotted)
+            if number is None:
+                assert key not in node.get("required", []), f"{dotted} is required but not in values.yaml"
+                continue
+            if "properties" in sub and not commented(number):
+                walk(sub, dotted)  # a section: its values carry the comments
+            elif not commented(number):
+                uncommented.append(dotted)
+
+    walk(SCHEMA, "")
+    assert uncommented == []
