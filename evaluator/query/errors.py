@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class QueryError(ValueError):
     """A query that cannot be parsed, validated or compiled.
@@ -19,8 +21,10 @@ class QueryError(ValueError):
         query: str = "",
         expected: tuple[str, ...] = (),
         suggestion: str | None = None,
+        syntax: bool = False,
     ) -> None:
         super().__init__(message)
+        self.syntax = syntax  # raised by the grammar (not the lexer or validation)
         self.message = message
         self.position = position
         self.query = query
@@ -37,7 +41,7 @@ class QueryError(ValueError):
         if self.position is not None:
             parts.append(f"at position {self.position}")
         line = " ".join(parts)
-        if self.expected and len(self.expected) <= _MAX_SHOWN and "expected" not in self.message:
+        if self.expected and len(self.expected) <= _MAX_SHOWN and not _SAYS_EXPECTED.search(self.message):
             line += f"; expected {_one_of(self.expected)}"
         if self.suggestion is not None:
             line += f'; did you mean "{self.suggestion}"?'
@@ -52,6 +56,7 @@ class QueryError(ValueError):
 
 
 _MAX_SHOWN = 10
+_SAYS_EXPECTED = re.compile(r"\bexpected\b")
 
 
 def _one_of(options: tuple[str, ...]) -> str:

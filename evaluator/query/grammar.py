@@ -159,12 +159,12 @@ def _expected() -> tuple[str, ...]:
 def p_error(tok: Any) -> None:
     expected = _expected()
     if tok is None:
-        raise QueryError("unexpected end of query", position=None, expected=expected)
+        raise QueryError("unexpected end of query", position=None, expected=expected, syntax=True)
     shown = repr(tok.value) if tok.type in ("STRING", "IDENT", "PATTERN") else str(tok.value)
     reason = f"unexpected {shown}"
     if tok.type == "PATTERN":
         reason = f"wildcard pattern {shown} is only allowed inside IN {{...}} or NOTIN {{...}}"
-    raise QueryError(reason, position=tok.lexpos, expected=expected)
+    raise QueryError(reason, position=tok.lexpos, expected=expected, syntax=True)
 
 
 PARSER = yacc.yacc(debug=False, write_tables=False, optimize=False, errorlog=yacc.NullLogger())

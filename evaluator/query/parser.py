@@ -11,6 +11,8 @@ from evaluator.query.lexer import LEXER
 
 MAX_QUERY_LENGTH = 65_536
 MAX_DEPTH = 24
+# Syntax errors this early get their exact list of acceptable tokens by trial parses (see expected_at).
+MAX_PROBED_PREFIX = 4096
 
 # PLY's parser and lexer keep their state as attributes between calls; one parse at a time.
 _LOCK = threading.Lock()
@@ -37,6 +39,8 @@ def parse(text: str) -> Expr | None:
     except QueryError as error:
         if error.position is None and error.message == "unexpected end of query":
             error.position = len(text)
+        if error.syntax and error.position is not None and error.position <= MAX_PROBED_PREFIX:
+            error.expected = expected_at(text, error.position)
         raise error.with_query(text) from None
     if depth(tree) > MAX_DEPTH:
         raise QueryError(
@@ -79,3 +83,51 @@ def _check_parentheses(text: str) -> None:
 def _deepest_not(tree: Expr) -> int | None:
     positions = [node.position for node in walk(tree) if isinstance(node, Not) and node.position is not None]
     return positions[MAX_DEPTH - 1] if len(positions) >= MAX_DEPTH else None
+
+
+# One sample of each token, with its description in error messages; "" is the end of the query.
+_SAMPLES: tuple[tuple[str, str], ...] = (
+    ("x", "a key or value"),
+    ('"s"', "a quoted string"),
+    ("1", "an integer"),
+    ("1.5", "a number"),
+    ("10.0.0.1", "an IPv4 address"),
+    ("x*", "a wildcard pattern"),
+    ("=", "="),
+    ("!=", "!="),
+    ("<", "<"),
+    ("<=", "<="),
+    (">", ">"),
+    (">=", ">="),
+    ("AND", "AND"),
+    ("OR", "OR"),
+    ("NOT", "NOT"),
+    ("IN", "IN"),
+    ("NOTIN", "NOTIN"),
+    ("(", "("),
+    (")", ")"),
+    ("{", "{"),
+    ("}", "}"),
+    (",", ","),
+    ("", "end of query"),
+)
+
+
+def expected_at(text: str, position: int) -> tuple[str, ...]:
+    """What the grammar accepts at ``position``, found by parsing the text before it followed by one
+    sample of each token. Exact where LALR tables are not: an LALR parser may reduce on a merged
+    lookahead before it notices an error, but it never shifts a token that cannot follow."""
+    prefix = text[:position]
+    accepted: list[str] = []
+    for sample, description in _SAMPLES:
+        start = len(prefix) + 1
+        try:
+            with _LOCK:
+                grammar.PARSER.parse(f"{prefix} {sample}", lexer=LEXER)
+        except QueryError as error:
+            if not sample and error.position is None:
+                continue  # the query cannot end here
+            if error.position is not None and error.position <= start and sample:
+                continue
+        accepted.append(description)
+    return tuple(accepted)

@@ -177,3 +177,27 @@ def test_concurrent_parses_do_not_interfere() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _ in range(5):
             assert list(pool.map(outcome, texts)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(a=1", ("AND", "OR", ")")),
+        ("a=1 b=2", ("AND", "OR", "end of query")),
+        ("a", ("=", "!=", "<", "<=", ">", ">=", "IN", "NOTIN")),
+        ("a IN {1 2}", ("}", ",")),
+        ("x = y AND", ("a key or value", "a quoted string", "NOT", "(")),
+    ],
+)
+def test_expected_tokens_are_exact(text: str, expected: tuple[str, ...]) -> None:
+    with pytest.raises(QueryError) as info:
+        parse(text)
+    assert info.value.expected == expected
+
+
+def test_late_syntax_errors_still_say_what_was_expected() -> None:
+    text = "count > 1 AND " * 400 + "count > 1 count"
+    with pytest.raises(QueryError) as info:
+        parse(text)
+    assert info.value.position == len(text) - len("count")
+    assert "AND" in info.value.expected and "OR" in info.value.expected
