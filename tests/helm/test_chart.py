@@ -222,6 +222,12 @@ def test_dockerfile_builds_on_debian_12_with_bcc() -> None:
     assert "python3-bpfcc" in text
     assert "--system-site-packages" in text
     assert re.search(r"^USER ", text, re.MULTILINE) is None or "10001" in text
+    # Everything it copies exists, and it copies every package the distribution installs.
+    repo = CHART_DIR.parent.parent
+    copied = [src for line in re.findall(r"^COPY (.+)$", text, re.MULTILINE) for src in line.split()[:-1]]
+    assert copied and all((repo / src).exists() for src in copied), copied
+    for package in ("collector", "evaluator", "api", "bpf", "migrations"):
+        assert package in copied
 
 
 def _key_lines(text: str) -> dict[str, int]:
