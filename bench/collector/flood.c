@@ -3,7 +3,8 @@
 //
 // usage: flood IFNAME SRC_MAC DST_MAC SRC_IP DST_IP DPORT SOURCES SECONDS
 //   SOURCES > 1: the source address cycles through SRC_IP, SRC_IP+1, ..., SRC_IP+SOURCES-1 (spoofed).
-// Stops after SECONDS; prints "sent N" (frames the kernel accepted).
+// Stops after SECONDS; prints "slices a b c ..." (frames sent in each whole second) then "sent N" (frames the
+// kernel accepted).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
@@ -95,10 +96,19 @@ int main(int argc, char **argv) {
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
     uint32_t base = ntohl(src.s_addr), next = 0;
-    unsigned long long sent = 0;
-    double end = now() + seconds;
+    unsigned long long sent = 0, slice_start = 0;
+    double start = now(), end = start + seconds, next_slice = start + 1.0;
+    printf("slices");
     for (unsigned long iter = 0;; iter++) {
-        if ((iter & 15) == 0 && now() >= end) break;
+        if ((iter & 15) == 0) {
+            double t = now();
+            if (t >= next_slice) {
+                printf(" %llu", sent - slice_start);
+                slice_start = sent;
+                next_slice += 1.0;
+            }
+            if (t >= end) break;
+        }
         if (sources > 1) {
             for (int i = 0; i < BATCH; i++) {
                 struct iphdr *ip = (struct iphdr *)(frames[i] + 14);
@@ -111,6 +121,6 @@ int main(int argc, char **argv) {
         int n = sendmmsg(fd, msgs, BATCH, 0);
         if (n > 0) sent += (unsigned long long)n;
     }
-    printf("sent %llu\n", sent);
+    printf("\nsent %llu\n", sent);
     return 0;
 }
