@@ -37,7 +37,7 @@ class Services:
         return SqlAlertRepository(self.engine)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 

@@ -215,8 +215,11 @@ def render_object(kind: Kind, stored: StoredObject, status: AlertStatus | None =
         metadata["annotations"] = dict(stored.annotations)
     out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": stored.spec}
     if not kind.template:
-        out["status"] = (status or AlertStatus()).to_dict()
+        out["status"] = status.to_dict() if status is not None else dict(_NO_STATUS)
     return out
+
+
+_NO_STATUS = AlertStatus().to_dict()
 
 
 def render_list(

@@ -23,7 +23,7 @@ class Unauthorized(ApiError):
         super().__init__(401, "Unauthorized", message, headers=CHALLENGE)
 
 
-def authorize(request: Request) -> None:
+async def authorize(request: Request) -> None:
     settings = request.app.state.services.settings
     if not settings.auth_enabled or request.url.path in OPEN_PATHS:
         return

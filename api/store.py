@@ -99,6 +99,23 @@ class ObjectStore:
             row = conn.execute(select(self.table).where(self.table.c.name == name)).first()
         return None if row is None else _stored(row)
 
+    def get_with_status(self, name: str) -> tuple[StoredObject, AlertStatus | None] | None:
+        """One object and (for GlobalAlerts) its status, in one query."""
+        if self.kind != GLOBAL_ALERT:
+            stored = self.get(name)
+            return None if stored is None else (stored, None)
+        query = (
+            select(self.table, *[c.label(f"status_{c.name}") for c in STATUS_TABLE.c])
+            .outerjoin(STATUS_TABLE, STATUS_TABLE.c.name == self.table.c.name)
+            .where(self.table.c.name == name)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        status = None if row.status_name is None else _status(row, prefix="status_")
+        return _stored(row), status
+
     def list_page(self, *, limit: int | None = None, after: str | None = None) -> tuple[list[StoredObject], bool]:
         """Objects ordered by name, after the name ``after``; the flag says whether more follow."""
         query = select(self.table).order_by(self.table.c.name)
@@ -270,17 +287,18 @@ def _stored_alert(stored: StoredObject) -> StoredAlert:
     )
 
 
-def _status(row: Row[Any]) -> AlertStatus:
+def _status(row: Row[Any], prefix: str = "") -> AlertStatus:
+    values = row._mapping
     return AlertStatus(
-        lastUpdate=_utc(row.last_update),
-        active=bool(row.active),
-        healthy=bool(row.healthy),
-        executionState=row.execution_state,
-        lastExecuted=_utc(row.last_executed),
-        lastEvent=_utc(row.last_event),
+        lastUpdate=_utc(values[f"{prefix}last_update"]),
+        active=bool(values[f"{prefix}active"]),
+        healthy=bool(values[f"{prefix}healthy"]),
+        executionState=values[f"{prefix}execution_state"],
+        lastExecuted=_utc(values[f"{prefix}last_executed"]),
+        lastEvent=_utc(values[f"{prefix}last_event"]),
         errorConditions=tuple(
             ErrorCondition(type=str(c.get("type", "")), message=str(c.get("message", "")))
-            for c in (row.error_conditions or [])
+            for c in (values[f"{prefix}error_conditions"] or [])
         ),
     )
 

@@ -105,10 +105,10 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         responses={**item, **error_responses(404)},
     )
     def read_object(request: Request, services: ServicesDep, name: str) -> Response:
-        stored = services.stores[kind.kind].get(name) if not validate_name(name) else None
-        if stored is None:
+        found = services.stores[kind.kind].get_with_status(name) if not validate_name(name) else None
+        if found is None:
             raise NotFound(kind, name)
-        return render(request, _render(services, kind, [stored])[0])
+        return render(request, render_object(kind, *found))
 
     @router.put(
         "/{name}",
