@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -86,8 +87,16 @@ def render(
         headers["Warning"] = ", ".join(warning_header(w) for w in warnings)
     if wants_yaml(request):
         return Response(dump_yaml(data), status_code=status_code, media_type=YAML_TYPE, headers=headers)
-    body = json.dumps(data, separators=(",", ":"))
-    return Response(body, status_code=status_code, media_type=JSON_TYPE, headers=headers)
+    return Response(dump_json(data), status_code=status_code, media_type=JSON_TYPE, headers=headers)
+
+
+def dump_json(data: Any) -> bytes:
+    """Compact JSON; orjson for speed, the standard library for what orjson refuses (integers beyond
+    64 bits). Strings are known to be valid UTF-8: bodies with unpaired surrogates are refused."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def warning_header(warning: SpecWarning) -> str:
