@@ -31,7 +31,7 @@ from collector.kernel import (
 )
 from collector.nft import PolicyNames
 from collector.policies import PolicyResolver
-from collector.rulesets import NftRulesetReader
+from collector.rulesets import NftRulesetReader, check_libnftables
 from collector.series import SeriesStore
 from collector.server import HEALTH_PATH, METRICS_PATH, MetricsServer, negotiated, plain_text, tls_context
 
@@ -85,6 +85,10 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
     missing = missing_capabilities()
     if missing:
         raise StartError(f"needs root (or the capabilities {', '.join(missing)}) to load BPF; run it as root")
+    try:
+        check_libnftables()
+    except ImportError as exc:
+        raise StartError(str(exc)) from exc
     try:
         store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
         metrics = denied_registry(store)
@@ -146,6 +150,19 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
     log.info("stopped: BPF program detached")
 
 
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set: the drain loop ends, the program is detached, the process exits 0."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received, detaching", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -157,19 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.enabled:
         print(f"{PROG}: the reporter is disabled ({ENV_ENABLED}=false); nothing to do", file=sys.stderr)
         return 0
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received, detaching", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         if config.print_bpf:
             print_bpf(config)
         else:
-            serve(config, stop)
+            serve(config, stop_on_signals())
     except (StartError, KernelError, BtfError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

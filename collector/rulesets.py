@@ -33,6 +33,17 @@ class Ruleset:
         return data if isinstance(data, dict) else {}
 
 
+def check_libnftables() -> None:
+    """Raise ImportError with the fix when Debian's python3-nftables is not importable."""
+    try:
+        import nftables  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "libnftables' Python module is missing; fix: apt-get install python3-nftables (scripts/setup does), "
+            "and use a Python that sees Debian's dist-packages"
+        ) from exc
+
+
 class RulesetReader(Protocol):
     def read_all(self) -> list[Ruleset]: ...
 
@@ -56,6 +67,7 @@ class NftRulesetReader:
         self._netns_dir = netns_dir
         self._lister = lister
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._warned: set[str] = set()  # namespaces already warned about, so a stale one does not flood the log
 
     def namespaces(self) -> list[str]:
         try:
@@ -92,13 +104,17 @@ class NftRulesetReader:
             return None
         try:
             if self._libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                log.warning("cannot enter network namespace %s: %s", name, os.strerror(err))
+                self._warn_once(name, f"cannot enter network namespace {name}: {os.strerror(ctypes.get_errno())}")
                 return None
         finally:
             os.close(fd)
         try:
             return self._lister()
         except OSError as exc:
-            log.warning("cannot read the nft ruleset of namespace %s: %s", name, exc)
+            self._warn_once(name, f"cannot read the nft ruleset of namespace {name}: {exc}")
             return None
+
+    def _warn_once(self, name: str, message: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("%s (not repeated for this namespace)", message)

@@ -104,3 +104,22 @@ def _tiny_btf() -> bytes:
     types = struct.pack("<3I", 1, 1 << 24, 4) + struct.pack("<I", 32)
     header = struct.pack("<HBBI4I", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
     return header + types + strings
+
+
+def test_tracefs_and_tracepoint_checks_name_the_fix(tmp_path: Path) -> None:
+    from collector.kernel import check_tracepoint
+
+    with pytest.raises(KernelError, match=f"tracefs is not mounted at {tmp_path}; fix: mount -t tracefs"):
+        check_tracepoint(tracefs=tmp_path)
+    (tmp_path / "events").mkdir()
+    with pytest.raises(KernelError, match="no skb:kfree_skb tracepoint"):
+        check_tracepoint(tracefs=tmp_path)
+
+
+@needs_btf
+def test_raw_tracepoint_argument_positions_from_btf() -> None:
+    from collector.kernel import TracepointArgs
+
+    args = TracepointArgs.from_btf(Btf.load())
+    assert args.skb == 0  # kfree_skb(skb, location, reason[, rx_sk]) on every kernel with drop reasons
+    assert args.reason == 2

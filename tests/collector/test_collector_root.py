@@ -284,3 +284,13 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
         assert mine([]) == []
     finally:
         source.close()
+
+
+def test_print_bpf_shows_source_and_kernel_defines(capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main
+
+    assert main(["--print-bpf", "--mark-mask", "0xff0"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert "-DMARK_MASK=0xff0u" in first and "-DNETFILTER_DROP_REASON=" in first and "-DSPAN_START=" in first
+    assert "RAW_TRACEPOINT_PROBE(kfree_skb)" in out
