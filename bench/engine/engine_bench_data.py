@@ -41,7 +41,7 @@ def flow_record(rng: random.Random, end: datetime, namespaces: int, sources: int
         "packets_out": rng.randrange(1, 1000),
         "proto": "tcp",
         "policies": {"all_policies": ["0|default|default.allow|allow"]},
-        "source_ip": f"192.0.{rng.randrange(sources // 256 + 1)}.{rng.randrange(256)}",
+        "source_ip": f"10.{(n := rng.randrange(sources)) >> 16 & 255}.{n >> 8 & 255}.{n & 255}",
         "source_name": "-",
         "source_name_aggr": "pub",
         "source_namespace": f"ns-{rng.randrange(namespaces)}",
@@ -52,12 +52,19 @@ def flow_record(rng: random.Random, end: datetime, namespaces: int, sources: int
 
 
 def load_flows(
-    engine: sa.Engine, *, rows: int, window: timedelta, namespaces: int = 50, sources: int = 5_000, seed: int = 1
+    engine: sa.Engine,
+    *,
+    rows: int,
+    window: timedelta,
+    namespaces: int = 50,
+    sources: int = 5_000,
+    templates: int = 4_000,
+    seed: int = 1,
 ) -> None:
     """``rows`` flows with end_time spread over ``(T0 - window, T0]``."""
     metadata.create_all(engine)
     rng = random.Random(seed)
-    templates = [record_to_rows("flows", flow_record(rng, T0, namespaces, sources)) for _ in range(4_000)]
+    distinct = [record_to_rows("flows", flow_record(rng, T0, namespaces, sources)) for _ in range(templates)]
     main, values = table_for("flows"), values_table_for("flows")
     time_key = column_for("flows", "end_time").name
     start = (T0 - window).timestamp()
@@ -68,7 +75,7 @@ def load_flows(
             batch: list[dict[str, Any]] = []
             value_rows: list[dict[str, Any]] = []
             for i in range(offset, min(rows, offset + CHUNK)):
-                template = templates[i % len(templates)]
+                template = distinct[i % len(distinct)]
                 row = dict(template.row)
                 row["id"] = next_id
                 row[time_key] = start + span * (i + 1) / rows

@@ -132,12 +132,17 @@ class Scheduler:
         fresh = [a for name, a in alerts.items() if name not in known]
         if fresh:
             with self._engine.begin() as conn:
-                conn.execute(
-                    _insert_ignore(conn, alert_schedule),
-                    [{"alert": a.name, "generation": a.generation, "next_run": now, "failures": 0} for a in fresh],
-                )
-            for a in fresh:
-                self._write_status(a.name, active=True, healthy=True, state=PENDING, errors=())
+                inserted = [
+                    name
+                    for a in fresh
+                    for name in conn.scalars(
+                        _insert_ignore(conn, alert_schedule)
+                        .values(alert=a.name, generation=a.generation, next_run=now, failures=0)
+                        .returning(alert_schedule.c.alert)
+                    )
+                ]
+            for name in inserted:  # only rows this process added: another may have run the alert already
+                self._write_status(name, active=True, healthy=True, state=PENDING, errors=())
         for name, alert in alerts.items():
             if name in known and known[name] != alert.generation:
                 with self._engine.begin() as conn:
