@@ -2,8 +2,8 @@
 
 frontend (10.77.0.1, .11, .12, fd77::1)  <--veth-->  db (10.77.0.2, fd77::2)
 
-- db drops UDP 5432 from the frontend, tagged:  meta mark set 0x11 ... drop comment "demo-db/deny-frontend-to-postgres"
-- frontend drops UDP 53 from db, tagged:        meta mark set 0x12 ... drop comment "demo-frontend/deny-dns-from-db"
+- db drops UDP 5432 from the frontend, tagged:  meta mark set 0x1d1 ... drop comment "demo-db/deny-frontend-to-postgres"
+- frontend drops UDP 53 from db, tagged:        meta mark set 0x1d2 ... drop comment "demo-frontend/deny-dns-from-db"
 - db also drops UDP 9 with no mark: the collector reports it as policy="unmarked".
 """
 
@@ -17,8 +17,8 @@ from tests.fixtures.netns import Netns
 
 POLICY_DB = "demo-db/deny-frontend-to-postgres"
 POLICY_FRONTEND = "demo-frontend/deny-dns-from-db"
-MARK_DB = 0x11
-MARK_FRONTEND = 0x12
+MARK_DB = 0x1D1  # ids unlikely to clash with other rules on the host: the collector reads them all
+MARK_FRONTEND = 0x1D2
 FRONTEND_IPS = ("10.77.0.1", "10.77.0.11", "10.77.0.12", "fd77::1")
 DB_IPS = ("10.77.0.2", "fd77::2")
 TABLE = "policywatch_demo"
