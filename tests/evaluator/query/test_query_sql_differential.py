@@ -7,6 +7,7 @@ SQLite here and on PostgreSQL (``pg_database`` fixture) too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from evaluator.query import (
     Selector,
     SetSelector,
     compile_query,
+    to_dsl,
     to_sql,
     unparse,
 )
@@ -186,6 +188,9 @@ def store_tables() -> list[Any]:
 def check(engine: Engine, dataset: str, tree: Expr, records: list[Mapping[str, Any]]) -> None:
     # Through the text form, so the parser and validator take part too.
     expr = compile_query(unparse(tree), dataset)
+    # Validation is idempotent and its canonical text compiles back to the same tree.
+    assert compile_query(unparse(expr), dataset) == expr
+    json.dumps(to_dsl(expr, dataset))
     main, values = table_for(dataset), values_table_for(dataset)
     with engine.begin() as conn:
         conn.execute(delete(values))
