@@ -1,35 +1,23 @@
-"""A small renderer for the subset of Go text/template + Sprig that helm/policywatch uses, so its templates can be
-rendered and checked in tests where helm itself cannot be installed.
+"""A small renderer for the subset of Go text/template that helm/policywatch uses, so its templates can be rendered
+and checked in tests where helm itself cannot be installed (functions in tests/helm/sprig.py, Helm's objects in
+tests/helm/helmrender.py).
 
 Supported: ``{{- -}}`` trimming, comments, if/else if/else, with/else, range (lists and maps, with ``$k, $v :=``),
-define/include, variables (``:=``, ``=``), pipelines and parenthesised sub-pipelines, ``.Files.Get``/``.Files.Glob``,
-and the functions in ``FUNCTIONS``. Anything else raises ``TemplateError`` rather than guessing, and so does reading
-a field of a missing value (as Go does): a template that renders here uses only what this file understands.
+define/include, variables (``:=``, ``=``), pipelines and parenthesised sub-pipelines, method calls such as
+``.Files.Get``. Anything else raises ``TemplateError`` rather than guessing, and so does reading a field of a missing
+value (as Go does): a template that renders here uses only what this renderer understands.
 """
 
 from __future__ import annotations
 
-import base64
-import fnmatch
-import posixpath
 import re
-import secrets
-import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.helm.sprig import FUNCTIONS, ChartFail, TemplateError, to_text, truthy
 
-
-class TemplateError(Exception):
-    pass
-
-
-class ChartFail(TemplateError):
-    """``fail`` or ``required`` stopped the rendering (helm would print this message)."""
-
+__all__ = ["ChartFail", "Node", "Renderer", "TemplateError", "parse", "tokenize"]
 
 # -- parsing ----------------------------------------------------------------------------------------------------
 _ACTION = re.compile(r"{{(-\s)?(.*?)(\s-)?}}", re.DOTALL)
@@ -161,138 +149,6 @@ def _string(literal: str) -> str:
     if literal.startswith('"'):
         return str(bytes(literal[1:-1], "utf-8").decode("unicode_escape"))
     raise TemplateError(f"expected a string, got {literal!r}")
-
-
-# -- values and functions ---------------------------------------------------------------------------------------
-def truthy(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    if isinstance(value, str | list | dict | tuple):
-        return len(value) > 0
-    return True
-
-
-def to_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, str | int):
-        return str(value)
-    raise TemplateError(f"printing a {type(value).__name__} directly; use toYaml: {value!r}")
-
-
-def _indent(width: int, text: Any) -> str:
-    pad = " " * int(width)
-    return "\n".join(pad + line for line in to_text(text).split("\n"))
-
-
-def _to_yaml(value: Any) -> str:
-    if value is None:
-        return "null"
-    return yaml.safe_dump(value, default_flow_style=False, sort_keys=True).rstrip("\n")
-
-
-def _quote(*values: Any) -> str:
-    return " ".join('"' + to_text(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-
-
-def _printf(fmt: str, *args: Any) -> str:
-    if re.search(r"%[^sdv%]", fmt):
-        raise TemplateError(f"printf format {fmt!r}: only %s, %d, %v are supported here")
-    return fmt.replace("%v", "%s") % tuple(to_text(a) if not isinstance(a, int) else a for a in args)
-
-
-def _required(message: str, value: Any) -> Any:
-    if not truthy(value):
-        raise ChartFail(message)
-    return value
-
-
-def _fail(message: str) -> Any:
-    raise ChartFail(message)
-
-
-def _and(*values: Any) -> Any:
-    for value in values:
-        if not truthy(value):
-            return value
-    return values[-1]
-
-
-def _or(*values: Any) -> Any:
-    for value in values:
-        if truthy(value):
-            return value
-    return values[-1]
-
-
-def _index(container: Any, *keys: Any) -> Any:
-    for key in keys:
-        if container is None:
-            raise TemplateError(f"index of a missing value with key {key!r}")
-        container = container.get(key) if isinstance(container, dict) else container[int(key)]
-    return container
-
-
-def _rand_alnum(length: Any) -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(int(length)))
-
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "nindent": lambda n, s: "\n" + _indent(n, s),
-    "indent": _indent,
-    "toYaml": _to_yaml,
-    "quote": _quote,
-    "default": lambda d, v=None: v if truthy(v) else d,
-    "trunc": lambda n, s: to_text(s)[: int(n)],
-    "trimSuffix": lambda suffix, s: to_text(s).removesuffix(suffix),
-    "trimPrefix": lambda prefix, s: to_text(s).removeprefix(prefix),
-    "printf": _printf,
-    "replace": lambda old, new, s: to_text(s).replace(old, new),
-    "contains": lambda sub, s: sub in to_text(s),
-    "required": _required,
-    "fail": _fail,
-    "int": lambda v: int(v or 0),
-    "float64": lambda v: float(v or 0),
-    "gt": lambda a, b: a > b,
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "and": _and,
-    "or": _or,
-    "not": lambda v: not truthy(v),
-    "empty": lambda v: not truthy(v),
-    "join": lambda sep, items: sep.join(to_text(i) for i in (items or [])),
-    "lookup": lambda *args: {},  # helm template (no cluster) answers lookups with an empty map
-    "index": _index,
-    "b64dec": lambda s: base64.b64decode(s).decode(),
-    "randAlphaNum": _rand_alnum,
-    "base": lambda p: posixpath.basename(p),
-}
-
-
-class Files:
-    """Helm's .Files: the chart's files (templates/ excluded)."""
-
-    def __init__(self, chart_dir: Path) -> None:
-        self._dir = chart_dir
-
-    def Get(self, path: str) -> str:  # noqa: N802 - Helm's name
-        target = self._dir / path
-        return target.read_text() if target.is_file() else ""
-
-    def Glob(self, pattern: str) -> dict[str, str]:  # noqa: N802 - Helm's name
-        paths = sorted(
-            str(p.relative_to(self._dir)) for p in self._dir.rglob("*") if p.is_file() and "templates" not in p.parts
-        )
-        return {p: self.Get(p) for p in paths if fnmatch.fnmatchcase(p, pattern)}
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------
@@ -479,67 +335,3 @@ def _walk(value: Any, path: list[str], where: str) -> Any:
         else:
             value = getattr(value, part, None)
     return value
-
-
-# -- helm -------------------------------------------------------------------------------------------------------
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-@dataclass
-class Rendered:
-    manifests: dict[str, list[dict[str, Any]]]  # template file -> its YAML documents
-    notes: str
-
-    def all(self) -> list[dict[str, Any]]:
-        return [doc for docs in self.manifests.values() for doc in docs]
-
-    def find(self, kind: str, name_suffix: str = "") -> list[dict[str, Any]]:
-        return [d for d in self.all() if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
-
-
-def render_chart(
-    chart_dir: Path,
-    overlay: Mapping[str, Any] | None = None,
-    *,
-    release: str = "policywatch",
-    namespace: str = "policywatch",
-) -> Rendered:
-    """What ``helm template <release> <chart> -n <namespace> -f overlay`` would print, split per template."""
-    chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
-    values = _merge(yaml.safe_load((chart_dir / "values.yaml").read_text()), overlay or {})
-    root = {
-        "Values": values,
-        "Release": {"Name": release, "Namespace": namespace, "Service": "Helm", "IsInstall": True},
-        "Chart": {"Name": chart["name"], "Version": chart["version"], "AppVersion": chart.get("appVersion", "")},
-        "Files": Files(chart_dir),
-    }
-    templates = sorted((chart_dir / "templates").iterdir())
-    defines: dict[str, list[Node]] = {}
-    parsed: dict[str, list[Node]] = {}
-    for path in templates:
-        nodes, found = parse(path.read_text())
-        defines.update(found)
-        parsed[path.name] = nodes
-    renderer = Renderer(defines, root)
-    manifests: dict[str, list[dict[str, Any]]] = {}
-    notes = ""
-    for name, nodes in parsed.items():
-        if name.startswith("_"):
-            continue
-        text = renderer.render(nodes, root)
-        if name == "NOTES.txt":
-            notes = text
-            continue
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as err:
-            raise TemplateError(f"{name} renders to invalid YAML: {err}\n{text}") from None
-        manifests[name] = docs
-    return Rendered(manifests, notes)

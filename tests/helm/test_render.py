@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from demo.assets import CHART_DIR, RULES_FILE, dashboard_files
-from tests.helm.gotemplate import ChartFail, Rendered, render_chart
+from tests.helm.gotemplate import ChartFail
+from tests.helm.helmrender import Rendered, render_chart
 
 SCENARIOS = sorted(p.name for p in (CHART_DIR / "ci").glob("*-values.yaml"))
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
