@@ -183,19 +183,11 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0) -
                 raise RecordInvalid(
                     index=index, field=prefix.rstrip("."), value=labels, reason="expected an object of labels"
                 )
-            for name in labels:
+            for name, value in labels.items():
                 label_spec = lookup(dataset, f"{prefix}{name}")
-                if label_spec is not None:
-                    values.extend(_value_rows(label_spec, {path[0]: _only(path[1:], name, labels)}, index))
+                if label_spec is not None and value is not None:
+                    values.append(_value_row(label_spec, _stored(label_spec, value, index)))
     return RecordRows(row, _dedupe(values))
-
-
-def _only(rest: tuple[str, ...], name: str, labels: Mapping[str, Any]) -> Any:
-    # Rebuild the record around one label so the key's own path reads exactly that value.
-    value: Any = {name: labels[name]}
-    for segment in reversed(rest):
-        value = {segment: value}
-    return value
 
 
 def _dedupe(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,18 +209,12 @@ def _stored(spec: FieldSpec, value: Any, index: int) -> Any:
 
 
 def _value_rows(spec: FieldSpec, record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
-    rows = []
-    for raw in raw_values(spec, record):
-        stored = _stored(spec, raw, index)
-        is_ip = spec.type is FieldType.IP
-        rows.append(
-            {
-                "key": spec.key,
-                "value": str(stored),
-                "ip_key": ip_key(stored) if is_ip else None,
-            }
-        )
-    return rows
+    return [_value_row(spec, _stored(spec, raw, index)) for raw in raw_values(spec, record)]
+
+
+def _value_row(spec: FieldSpec, stored: Any) -> dict[str, Any]:
+    ip = ip_key(stored) if spec.type is FieldType.IP else None
+    return {"key": spec.key, "value": str(stored), "ip_key": ip}
 
 
 def _check_json(record: Mapping[str, Any], index: int) -> None:
