@@ -6,6 +6,7 @@
 from evaluator.query.ast import And, Comparator, Expr, Member, Not, Or, Selector, SetSelector
 from evaluator.query.dsl import aggregation_request, search_body, to_dsl
 from evaluator.query.errors import QueryError
+from evaluator.query.evaluate import matches
 from evaluator.query.parser import parse
 from evaluator.query.schema import DATASETS, TIME_FIELD, FieldSpec
 from evaluator.query.sql import to_sql
@@ -27,6 +28,7 @@ __all__ = [
     "SetSelector",
     "aggregation_request",
     "compile_query",
+    "matches",
     "parse",
     "search_body",
     "to_dsl",
