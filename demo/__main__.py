@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = DemoStack(say=print, traffic_seconds=traffic_seconds)
     walk = Walkthrough(stack, alert_timeout=args.alert_timeout)
     code = 0
+    print(
+        "policywatch demo: everything runs on this machine, on loopback and in namespaces it creates;\n"
+        "Ctrl-C stops it at any point and removes all it made.\n"
+    )
     try:
         walk.run()
         if args.keep_running:
@@ -67,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(args.duration)
     except KeyboardInterrupt:
         print("\nInterrupted.")
-    except (StackError, TimeoutError) as err:
+    except subprocess.CalledProcessError as err:
+        detail = (err.stderr or "").strip() if isinstance(err.stderr, str) else ""
+        print(f"\ndemo: {' '.join(map(str, err.cmd))} failed ({err.returncode}): {detail}", file=sys.stderr)
+        code = 1
+    except (StackError, TimeoutError, RuntimeError, OSError) as err:
         print(f"\ndemo: {err}", file=sys.stderr)
         code = 1
     finally:
