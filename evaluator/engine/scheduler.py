@@ -113,7 +113,7 @@ class Scheduler:
         self.owner = owner or default_owner()
         self._alerts: dict[str, StoredAlert] = {}
         self._last_sync = float("-inf")
-        self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="alert-run")
+        self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -306,6 +306,7 @@ class Scheduler:
             state=CATCHING_UP if behind else EXECUTED,
             errors=errors,
             event_at=scheduled if written else None,
+            previous=previous,
         )
 
     def next_slot(self, alert: str, scheduled: datetime, period: timedelta) -> datetime:
@@ -396,9 +397,11 @@ class Scheduler:
         state: str,
         errors: tuple[ErrorCondition, ...],
         event_at: datetime | None = None,
+        previous: AlertStatus | None = None,
     ) -> None:
         now = utc(self._clock())
-        previous = self._repository.get_status(name)
+        if previous is None:
+            previous = self._repository.get_status(name)
         last_event = event_at or (previous.lastEvent if previous else None)
         ran = state not in (PENDING,)
         self._repository.write_status(
@@ -425,6 +428,8 @@ class Scheduler:
             claims = self.claim(max(self.config.claim_batch, self.config.workers))
             if not claims:
                 break
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="alert-run")
             list(self._pool.map(self.run_claim, claims))
             done += len(claims)
         return done
@@ -456,7 +461,9 @@ class Scheduler:
         if thread is not None:
             await asyncio.to_thread(thread.join)
         self._thread = None
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None  # a later start() makes a new one
 
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> sa.Insert:

@@ -3,6 +3,7 @@ instances resolving, deleted alerts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -214,3 +215,19 @@ def test_bucket_cap_and_bad_query_are_error_conditions(engine: sa.Engine) -> Non
     assert "more than 2 aggregation buckets" in wide.errorConditions[0].message
     assert (typo.healthy, typo.errorConditions[0].type) == (False, "QueryInvalid")
     assert "source_namespace" in typo.errorConditions[0].message  # the suggestion
+
+
+def test_start_stop_start_again(engine: sa.Engine) -> None:
+    """The app may be built twice over one engine (tests do): the scheduler restarts cleanly."""
+    rig = Rig(engine, poll_interval=0.05)
+    rig.repo.put("a", spec())
+
+    async def cycle() -> None:
+        await rig.scheduler.start()
+        await asyncio.sleep(0.3)
+        await rig.scheduler.stop()
+
+    asyncio.run(cycle())
+    rig.clock.advance(MINUTE)
+    asyncio.run(cycle())
+    assert rig.runs("a") == [T0, T0 + MINUTE]
