@@ -365,13 +365,15 @@ def spoofed(bench: Bench, args: argparse.Namespace) -> None:
         peak = max(peak, collector.rss_mb())
         counted, series = collector.counted()
         overflow = collector.health("policywatch_collector_overflow_packets_total")
+        drains = collector.health("policywatch_collector_drain_duration_seconds_count")
+        drain_mean = collector.health("policywatch_collector_drain_duration_seconds_sum") / max(drains, 1)
         print(f"flood from {args.sources:,} spoofed sources, {args.duration:g} s, --max-series {args.max_series}:")
         print(f"  sent {sent:,}, dropped by the rule {dropped:,}, counted {counted:,}: exact = {counted == dropped}")
         print(
             f"  series of the policy {series:,} (cap {args.max_series:,} + 1 overflow),"
             f" overflow packets {overflow:,.0f}"
         )
-        print(f"  BPF map peak entries {peak_entries:,.0f} (map size 65,536)")
+        print(f"  BPF map peak entries {peak_entries:,.0f} (map size 65,536); mean drain {1000 * drain_mean:.0f} ms")
         print(f"  collector RSS idle {idle:.1f} MB, peak {peak:.1f} MB, growth {peak - idle:.1f} MB   target <= 100 MB")
     finally:
         collector.stop()
