@@ -6,6 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evaluator.alerts import (
     AlertStatus,
@@ -297,3 +299,42 @@ def test_status_dict_and_error_conditions() -> None:
     data = status.to_dict()
     assert data["errorConditions"] == [{"type": "QueryError", "message": "boom"}]
     assert "lastExecuted" not in data and data["active"] is True
+
+
+FLOW_KEYS = ["source_namespace", "source_name_aggr", "dest_namespace", "dest_port", "proto", "action", "source_ip"]
+NUMERIC = ["num_flows", "bytes_in", "bytes_out", "packets_in", "dest_port"]
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
+    aggregate = draw(st.lists(st.sampled_from(FLOW_KEYS), unique=True, max_size=3))
+    metric = draw(st.sampled_from([None, "count", "sum", "avg", "min", "max"]))
+    variables = [*aggregate, *([metric] if metric else [])]
+    words = draw(st.lists(st.sampled_from(variables), max_size=3)) if variables else []
+    raw: dict[str, Any] = {
+        "description": "alert " + " ".join(f"${{{w}}}" for w in words),
+        "severity": draw(st.integers(1, 100)),
+        "dataSet": "flows",
+        "period": f"{draw(st.integers(1, 120))}m",
+        "lookback": f"{draw(st.integers(1, 600))}m{draw(st.integers(0, 59))}s",
+        "query": draw(st.sampled_from(["", "action = deny", "dest_port >= 1024 AND proto IN {tcp, udp}"])),
+        "aggregateBy": aggregate,
+    }
+    if metric:
+        raw["metric"] = metric
+        raw["condition"] = draw(st.sampled_from(["eq", "not_eq", "lt", "lte", "gt", "gte"]))
+        raw["threshold"] = draw(st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False)))
+        if metric != "count":
+            raw["field"] = draw(st.sampled_from(NUMERIC))
+    return raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(valid_specs())
+def test_normalised_specs_validate_to_themselves(raw: dict[str, Any]) -> None:
+    result, _ = validate_spec(raw, template=False)
+    shown = result.to_dict()
+    again, _ = validate_spec(shown, template=False)
+    assert again == result
+    assert GlobalAlertSpec.from_dict(shown) == result
+    assert validate_spec(shown, template=True)[0] == result  # every alert is a valid template too
