@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from engine_data import flow
 from engine_helpers import T0, spec
+from opensearchpy import OpenSearch
 
 from evaluator.engine.execute import run
 from evaluator.engine.model import BucketCapReached, StoreError, Window
@@ -21,6 +22,7 @@ from evaluator.engine.opensearch import OpenSearchLogStore
 from evaluator.engine.opensearch_events import OpenSearchEventStore
 from evaluator.events import Event, EventQuery
 from evaluator.query import compile_query
+from tests.fixtures.services import free_port
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 RANGE = {
@@ -176,8 +178,6 @@ def test_metric_without_aggregation_and_per_hit_scroll() -> None:
     reason="no OpenSearch here (set POLICYWATCH_TEST_OPENSEARCH_URL to run against one)",
 )
 def test_against_a_real_opensearch() -> None:
-    from opensearchpy import OpenSearch
-
     client = OpenSearch(hosts=[os.environ["POLICYWATCH_TEST_OPENSEARCH_URL"]], timeout=30)
     index = f"pwtest-flows-{secrets.token_hex(4)}"
     client.indices.create(
@@ -251,3 +251,20 @@ def test_event_index_writes_each_event_once_by_its_dedup_id() -> None:
         {"term": {"severity": 5}},
         {"range": {"time": {"gte": "2026-01-01T11:00:00Z", "lt": "2026-01-01T13:00:00Z"}}},
     ]
+
+
+def test_real_client_calls_reach_the_transport() -> None:
+    """opensearch-py accepts exactly these calls: with nothing listening the error is the connection's."""
+    client = OpenSearch(hosts=[f"http://127.0.0.1:{free_port()}"], timeout=2, max_retries=0)
+    store = OpenSearchLogStore(client, timeout=2)
+    with pytest.raises(StoreError, match="(?i)connection") as agg:
+        run(SUM_BY_NS, WINDOW, store)
+    assert "tigera_secure_ee_flows.cluster.*" in str(agg.value)
+    per_hit = spec(description="hit", aggregateBy=(), metric=None, condition=None, threshold=None)
+    with pytest.raises(StoreError, match="(?i)connection"):
+        run(per_hit, WINDOW, store)
+    events = OpenSearchEventStore(client, timeout=2)
+    with pytest.raises(StoreError, match="(?i)connection"):
+        events.add([Event(time=T0, alert="a", description="d", severity=1, record={})])
+    with pytest.raises(StoreError, match="(?i)connection"):
+        events.search(EventQuery(alert="a"))
