@@ -154,7 +154,6 @@ class BpfDropSource:
         *,
         config: ProgramConfig,
         btf_path: Path | None = None,
-        debug_source: bool = False,
     ) -> None:
         check_tracepoint()
         check_headers()
@@ -163,8 +162,6 @@ class BpfDropSource:
         layout = SkbLayout.from_btf(btf)
         self.cflags = build_cflags(config=config, reason=reason, layout=layout, args=TracepointArgs.from_btf(btf))
         self.source_file = source_path("denied.c")
-        if debug_source:
-            log.info("BPF cflags: %s", " ".join(self.cflags))
         from bcc import BPF  # imported late: importing bcc is slow and needs Debian's python3-bpfcc
         from bcc.libbcc import lib
         from bcc.utils import get_possible_cpus
@@ -281,6 +278,10 @@ class BpfDropSource:
 
     def bpf_stats(self) -> tuple[int, int] | None:
         return read_prog_stats(self._prog_fd)
+
+    def recursion_misses(self) -> int | None:
+        """Runs the kernel skipped because the program was already running on that CPU (nested)."""
+        return read_fdinfo(self._prog_fd).get("recursion_misses")
 
     @property
     def program_id(self) -> int | None:

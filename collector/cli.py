@@ -96,7 +96,12 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
     except (KernelError, LoadError, BtfError) as exc:
         raise StartError(str(exc)) from exc
     try:
-        health = Health(version=_version(), kernel=kernel_release(), bpf_stats=source.bpf_stats)
+        health = Health(
+            version=_version(),
+            kernel=kernel_release(),
+            bpf_stats=source.bpf_stats,
+            recursion_misses=source.recursion_misses,
+        )
 
         def rebuilt(names: PolicyNames) -> None:
             health.ruleset_refreshes.inc()

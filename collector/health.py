@@ -13,20 +13,37 @@ BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 class BpfStatsCollector:
-    """Program run time and count from the kernel, only while kernel.bpf_stats_enabled=1."""
+    """Program recursion misses, and run time and count while kernel.bpf_stats_enabled=1, from the kernel."""
 
-    def __init__(self, stats: Callable[[], tuple[int, int] | None], *, sysctl: Path = BPF_STATS_SYSCTL) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], tuple[int, int] | None],
+        *,
+        recursion_misses: Callable[[], int | None] = lambda: None,
+        sysctl: Path = BPF_STATS_SYSCTL,
+    ) -> None:
         self._stats = stats
+        self._misses = recursion_misses
         self._sysctl = sysctl
 
     def collect(self) -> Iterable[Metric]:
+        families: list[Metric] = []
+        misses = self._misses()
+        if misses is not None:
+            missed = CounterMetricFamily(
+                "policywatch_collector_bpf_recursion_misses",
+                "kfree_skb events the kernel did not run the program for, because it was already running on that "
+                "CPU (a nested drop); expected to stay 0.",
+            )
+            missed.add_metric((), misses)
+            families.append(missed)
         try:
             enabled = self._sysctl.read_text().strip() == "1"
         except OSError:
             enabled = False
         stats = self._stats() if enabled else None
         if stats is None:
-            return []
+            return families
         run_ns, runs = stats
         time_total = CounterMetricFamily(
             "policywatch_collector_bpf_run_time_seconds",
@@ -38,7 +55,7 @@ class BpfStatsCollector:
             "Runs of the kfree_skb program counted while kernel.bpf_stats_enabled=1.",
         )
         count_total.add_metric((), runs)
-        return [time_total, count_total]
+        return [*families, time_total, count_total]
 
 
 class Health:
@@ -48,6 +65,7 @@ class Health:
         version: str,
         kernel: str,
         bpf_stats: Callable[[], tuple[int, int] | None] = lambda: None,
+        recursion_misses: Callable[[], int | None] = lambda: None,
         registry: CollectorRegistry | None = None,
         sysctl: Path = BPF_STATS_SYSCTL,
     ) -> None:
@@ -85,4 +103,4 @@ class Health:
             registry=r,
         )
         build_info.labels(version, kernel).set(1)
-        r.register(BpfStatsCollector(bpf_stats, sysctl=sysctl))
+        r.register(BpfStatsCollector(bpf_stats, recursion_misses=recursion_misses, sysctl=sysctl))

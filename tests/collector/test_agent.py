@@ -151,9 +151,15 @@ def test_bpf_stats_only_when_enabled(tmp_path: object) -> None:
     sysctl = Path(str(tmp_path)) / "bpf_stats_enabled"
     sysctl.write_text("0\n")
     health = Health(
-        version="v", kernel="k", bpf_stats=lambda: (3_000_000_000, 7), registry=CollectorRegistry(), sysctl=sysctl
+        version="v",
+        kernel="k",
+        bpf_stats=lambda: (3_000_000_000, 7),
+        recursion_misses=lambda: 2,
+        registry=CollectorRegistry(),
+        sysctl=sysctl,
     )
     assert health.registry.get_sample_value("policywatch_collector_bpf_run_count_total") is None
+    assert health.registry.get_sample_value("policywatch_collector_bpf_recursion_misses_total") == 2
     sysctl.write_text("1\n")
     assert health.registry.get_sample_value("policywatch_collector_bpf_run_count_total") == 7
     assert health.registry.get_sample_value("policywatch_collector_bpf_run_time_seconds_total") == 3.0
