@@ -285,6 +285,7 @@ def main() -> None:
                     bench.flood()
                     t1 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
                     n1 = collector.health("policywatch_collector_bpf_run_count_total")
+                    misses = collector.health("policywatch_collector_bpf_recursion_misses_total")
                 finally:
                     collector.stop()
             finally:
@@ -323,6 +324,7 @@ def main() -> None:
                 f"  empty raw tp      {empty_ns:>12.1f} ns   (same measure: the cost bpf_stats itself adds);"
                 f" collector net of it {ns_per_event - empty_ns:.1f} ns"
             )
+            print(f"  recursion misses  {misses:>12,.0f}      (drops the kernel skipped: nested program runs)")
             print(
                 f"  collector CPU     {median(cpu):>12.3f} s per {d:g} s flood"
                 f" ({100 * median(cpu) / d:.1f}% of one core)"
