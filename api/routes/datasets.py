@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DBAPIError
 
 from api.deps import ServicesDep
 from api.http import ApiError
@@ -33,5 +34,8 @@ async def bulk(dataset: str, request: Request, services: ServicesDep) -> dict[st
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "BadRequest", f"body is not UTF-8 (byte {exc.start}); send NDJSON text") from exc
-    result = await run_in_threadpool(ingest_text, runtime.sql_logs.engine, dataset, text)
+    try:
+        result = await run_in_threadpool(ingest_text, runtime.sql_logs.engine, dataset, text)
+    except DBAPIError as exc:
+        raise ApiError(503, "ServiceUnavailable", f"the log store cannot take records now: {exc.orig or exc}") from exc
     return result.to_json()

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
 from api.http import ApiError
+from evaluator.engine.model import StoreError
 from evaluator.engine.runtime import runtime_for
 from evaluator.events import EventQuery
 
@@ -38,7 +39,10 @@ async def list_events(
         raise ApiError(400, "BadRequest", f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
     runtime = runtime_for(services.engine, services.repository)
     query = EventQuery(alert=alert, severity=severity, since=since, until=until, limit=limit, offset=offset)
-    page = await run_in_threadpool(runtime.events.search, query)
+    try:
+        page = await run_in_threadpool(runtime.events.search, query)
+    except StoreError as exc:
+        raise ApiError(503, "ServiceUnavailable", str(exc)) from exc
     body: dict[str, Any] = {
         "kind": "EventList",
         "items": [e.to_json() for e in page.items],

@@ -21,6 +21,7 @@ from api.db import make_engine, migrate
 from api.settings import Settings
 from evaluator.events import Event, SqlEventStore, events_table, rfc3339
 from evaluator.logstore import insert_records
+from tests.fixtures.services import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "evaluator" / "engine"))
 from engine_data import audit, flow  # noqa: E402
@@ -211,4 +212,19 @@ def test_the_app_runs_the_scheduler(db_url: str, monkeypatch: pytest.MonkeyPatch
         status = client.get("/globalalerts/gnp-deletes").json()["status"]
         assert status["healthy"] is True and status["executionState"] == "executed"
         assert status["lastEvent"] == events[0]["time"]
+    engine.dispose()
+
+
+def test_event_index_down_is_503_not_500(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICYWATCH_EVENT_STORE", "opensearch")
+    monkeypatch.setenv("POLICYWATCH_OPENSEARCH_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("POLICYWATCH_OPENSEARCH_TIMEOUT", "2")
+    engine = make_engine(db_url)
+    app = create_app(
+        Settings(database_url=db_url), engine=engine, registry=CollectorRegistry(), service_factory=lambda s: []
+    )
+    with TestClient(app) as client:
+        response = client.get("/events")
+        assert response.status_code == 503
+        assert "policywatch_events" in response.json()["message"]
     engine.dispose()
