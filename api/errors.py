@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import ApiError, render, status_body
@@ -68,6 +69,13 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        message = "the database is unavailable or busy; retry later"
+        return render(
+            request, status_body(503, "ServiceUnavailable", message), status_code=503, headers={"Retry-After": "5"}
+        )
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return render(
@@ -81,4 +89,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from yaml.composer import Composer
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_ALIASES = 100
 MAX_DEPTH = 64
@@ -57,6 +57,8 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
         if node is not None and id(node) not in self._sizes:
             self._sizes[id(node)] = self._expanded_size(node, where)
+        if isinstance(node, MappingNode):
+            _no_duplicate_keys(node)
         return node
 
     def _expanded_size(self, node: Node, where: str) -> int:
@@ -75,6 +77,17 @@ class _BoundedLoader(yaml.SafeLoader):
         if size > MAX_NODES:
             raise DecodeError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
         return size
+
+
+def _no_duplicate_keys(node: MappingNode) -> None:
+    """A repeated key silently overrides the first in plain YAML; a typo then goes unseen. Refuse it."""
+    seen: set[str] = set()
+    for key, _value in node.value:
+        if isinstance(key, ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                mark = key.start_mark
+                raise DecodeError(f"YAML line {mark.line + 1}, column {mark.column + 1}: duplicate key {key.value!r}")
+            seen.add(key.value)
 
 
 def load_yaml_documents(text: str) -> list[Any]:
@@ -101,9 +114,18 @@ def load_yaml_documents(text: str) -> list[Any]:
     return documents
 
 
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DecodeError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
 def load_json(text: str) -> Any:
     try:
-        return check_strings(json.loads(text))
+        return check_strings(json.loads(text, object_pairs_hook=_json_object))
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except RecursionError as exc:

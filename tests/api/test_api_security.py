@@ -143,3 +143,11 @@ def test_metrics_count_requests_by_route_template(sqlite_client: TestClient) -> 
         'policywatch_evaluator_http_requests_total{code="404",method="GET",route="unmatched"} 1.0',
     ):
         assert line in text, line
+
+
+def test_database_outage_is_503_not_500(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gone' / 'db.sqlite'}"  # directory missing: every connection fails
+    with make_client(url) as client:
+        response = client.get("/globalalerts")
+    assert response.status_code == 503 and response.json()["reason"] == "ServiceUnavailable"
+    assert response.headers["retry-after"] == "5"

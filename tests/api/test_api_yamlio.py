@@ -58,3 +58,11 @@ def test_json_errors_have_positions() -> None:
         load_json('{"a": 1,\n}')
     with pytest.raises(DecodeError, match="nested"):
         load_json("[" * 100_000 + "]" * 100_000)
+
+
+def test_duplicate_keys_are_refused() -> None:
+    with pytest.raises(DecodeError, match="line 3, column 3: duplicate key 'severity'"):
+        load_yaml_documents("spec:\n  severity: 1\n  severity: 2\n")
+    with pytest.raises(DecodeError, match="duplicate key 'a'"):
+        load_json('{"a": 1, "a": 2}')
+    assert load_yaml_documents("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")[0]["other"] == {"x": 1, "y": 2}
