@@ -7,13 +7,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 SQLITE_BUSY_TIMEOUT_S = 15
+MIGRATION_LOCK_KEY = 0x706F6C6963790001  # "policy" + 1: this application's advisory lock
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -49,8 +51,23 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` up to ``revision`` (creating a SQLite file if needed)."""
-    command.upgrade(alembic_config(url), revision)
+    """Bring the database at ``url`` up to ``revision`` (creating a SQLite file if needed).
+
+    On PostgreSQL a session advisory lock serialises evaluators that start at the same time (several
+    replicas), so only one runs the migrations and the others find the schema done.
+    """
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str = "base") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from api.db import alembic_config, make_engine
+from api.db import alembic_config, make_engine, migrate
 from tests.conftest import REPO_ROOT
 
 OWN_TABLES = {"global_alerts", "global_alert_templates", "global_alert_status"}
@@ -74,3 +75,31 @@ def test_alembic_command_line(tmp_path: Path) -> None:
         result = subprocess.run([*alembic, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
     assert tables(url) == set()
+
+
+@pytest.mark.postgres
+def test_concurrent_migrations_on_postgres(pg_database: str) -> None:
+    """Evaluators starting together: the advisory lock lets one migrate; the others find it done."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(pg_database)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert OWN_TABLES <= tables(pg_database)
+    command.check(alembic_config(pg_database))
+
+
+def test_migrate_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    migrate(url)
+    migrate(url)
+    assert OWN_TABLES <= tables(url)
