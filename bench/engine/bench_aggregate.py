@@ -4,7 +4,7 @@ Target: <= 1 s for ``sum(bytes_out) by source_namespace`` over a window holding 
 the same run, over the same rows: ``SELECT COUNT(*)`` with the same time range (what the database needs
 just to visit them). Also shown: a multi-valued key (``dest_labels.labels``, a join) and a narrow query.
 
-    .venv/bin/python bench/engine/bench_aggregate.py [--rows 1000000] [--database-url URL]
+    .venv/bin/python bench/engine/bench_aggregate.py [--rows 1000000] [--database-url URL | --postgres]
 """
 
 from __future__ import annotations
@@ -45,9 +45,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL for the run")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="pw-bench-")
     url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
+    server = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
+        from tests.fixtures.services import PostgresServer
+
+        server = PostgresServer().start()
+        url = server.create_database("bench")
+    try:
+        measure(args, url)
+    finally:
+        if server is not None:
+            server.stop()
+        tmp.cleanup()
+
+
+def measure(args: argparse.Namespace, url: str) -> None:
     engine = sa.create_engine(url)
     started = time.perf_counter()
     load_flows(engine, rows=args.rows, window=timedelta(minutes=10))
@@ -112,7 +129,6 @@ def main() -> None:
         target = "  (target <= 1000 ms)" if name.startswith("sum(") else ""
         print(f"{name:<48} {took * 1000:>9.1f} ms {took / base:>6.2f}x  {findings} findings{target}")
     engine.dispose()
-    tmp.cleanup()
 
 
 if __name__ == "__main__":
