@@ -81,8 +81,8 @@ class SpecWarning:
         return {"path": self.path, "value": self.value, "message": self.message}
 
 
-# The interface contract names the warning type ``Warning``; ``SpecWarning`` avoids shadowing the builtin
-# inside this module's users that do not need it.
+# The interface contract calls the warning type ``Warning``; that name is kept as an alias, while code here
+# uses ``SpecWarning`` so that importers need not shadow Python's builtin ``Warning``.
 Warning = SpecWarning
 
 
