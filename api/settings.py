@@ -8,6 +8,7 @@ off loopback without tokens, a certificate without its key, tokens too short to 
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(t.strip() for t in value.split(",") if t.strip())
+            # Commas or any whitespace: a Kubernetes Secret often ends with a newline, or lists one per line.
+            return tuple(t for t in re.split(r"[,\s]+", value) if t)
         return value
 
     @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")

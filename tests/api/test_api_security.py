@@ -33,13 +33,18 @@ def test_loopback_hosts(host: str) -> None:
     assert Settings(host=host).host == host
 
 
+def test_tokens_one_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICYWATCH_WRITE_TOKENS", f"{WRITE}\n{WRITE}2\n")
+    assert Settings().write_tokens == (WRITE, WRITE + "2")
+
+
 def test_off_loopback_with_tokens_is_allowed() -> None:
     settings = Settings(host="0.0.0.0", write_tokens=(WRITE,))
     assert settings.auth_enabled
 
 
 def test_tokens_from_environment_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("POLICYWATCH_READ_TOKENS", f"{READ}, {READ}x")
+    monkeypatch.setenv("POLICYWATCH_READ_TOKENS", f"{READ}, {READ}x\n")
     token_file = tmp_path / "tokens"
     token_file.write_text(f"# comment\nwrite {WRITE}\n\nread {'q' * 16}  # trailing\n")
     settings = Settings(token_file=token_file)
