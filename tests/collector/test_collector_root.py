@@ -325,3 +325,30 @@ def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: C
         if line.startswith("policywatch_collector_drain_duration_seconds_count")
     )
     assert drains >= 10  # the flood really overlapped many drains
+
+
+def test_one_mark_two_names_is_a_logged_conflict(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    tag = secrets.token_hex(3)
+    mark = 0x3000 + secrets.randbelow(0xFFF)
+    first, second = netns.add("conflict-a"), netns.add("conflict-b")
+    for ns, name in ((first, f"a-{tag}"), (second, f"b-{tag}")):
+        netns.nft(
+            ns,
+            f"""table inet pwtest {{ chain input {{ type filter hook input priority 0;
+                udp dport 7001 meta mark set {mark:#x} drop comment "{name}"
+            }}
+            }}""",
+        )
+    collector = start_collector()
+    deadline = time.monotonic() + 10
+    while "policy mark conflict" not in collector.log and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(line for line in collector.log.splitlines() if "policy mark conflict" in line and tag in line)
+    # namespaces are read in name order: the first one's name is kept
+    assert f"keeping 'a-{tag}'" in line and f"'b-{tag}'" in line
+    health = collector.scrape("/collector/metrics").text
+    conflicts = next(line for line in health.splitlines() if line.startswith("policywatch_collector_policy_conflicts"))
+    assert float(conflicts.split()[-1]) >= 1
+    assert collector.proc.poll() is None  # a conflict is not a crash
