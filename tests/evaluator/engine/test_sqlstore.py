@@ -302,3 +302,47 @@ def test_reaching_the_bucket_cap_is_an_error_not_a_truncation(engine: sa.Engine)
     per_hit = spec(description="x", aggregateBy=(), metric=None, condition=None, threshold=None)
     with pytest.raises(BucketCapReached, match="more than 5 matching records"):
         run(per_hit, WINDOW, store, bucket_cap=5)
+
+
+def test_label_keys_and_nested_servers_aggregate(engine: sa.Engine) -> None:
+    store = load(
+        engine,
+        "dns",
+        [
+            dns(T0 - MIN, client_labels={"app": "web"}, count=3),
+            dns(T0 - MIN, client_labels={"app": "api"}, count=4),
+            dns(
+                T0 - MIN,
+                client_labels={"app": "web"},
+                count=5,
+                servers=[
+                    {"name": "coredns-2", "name_aggr": "coredns-*", "namespace": "kube-system", "ip": "10.96.0.11"}
+                ],
+            ),
+        ],
+    )
+    by_label = spec(
+        description="${client_labels.app}: ${sum}",
+        dataSet="dns",
+        aggregateBy=("client_labels.app",),
+        field="count",
+        metric="sum",
+        condition="gt",
+        threshold=0.0,
+    )
+    assert findings(run(by_label, WINDOW, store)) == [
+        ({"client_labels.app": "api", "sum": 4.0}, "api: 4"),
+        ({"client_labels.app": "web", "sum": 8.0}, "web: 8"),
+    ]
+    by_server = spec(
+        description="${servers.name}",
+        dataSet="dns",
+        aggregateBy=("servers.name",),
+        metric="count",
+        condition="gte",
+        threshold=1.0,
+    )
+    assert [(r["servers.name"], r["count"]) for r, _ in findings(run(by_server, WINDOW, store))] == [
+        ("coredns-1", 2.0),
+        ("coredns-2", 1.0),
+    ]
