@@ -63,7 +63,7 @@ def make(source: FakeSource, reader: FakeReader, *, max_series: int = 100) -> tu
         health.ruleset_refreshes.inc()
 
     resolver = PolicyResolver(mask=0xFF, reader=reader, clock=clock, on_rebuild=rebuilt)
-    agent = Agent(source=source, store=store, resolver=resolver, health=health, ruleset_refresh=2.0, clock=clock)
+    agent = Agent(source=source, store=store, resolver=resolver, health=health, ruleset_refresh=2.0)
     return agent, store, health, clock
 
 
