@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, Table, delete, func, insert, select, update
+from sqlalchemy import Engine, Row, Select, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.models import GlobalAlertRow, GlobalAlertStatusRow, GlobalAlertTemplateRow
@@ -99,26 +99,31 @@ class ObjectStore:
             row = conn.execute(select(self.table).where(self.table.c.name == name)).first()
         return None if row is None else _stored(row)
 
-    def get_with_status(self, name: str) -> tuple[StoredObject, AlertStatus | None] | None:
-        """One object and (for GlobalAlerts) its status, in one query."""
+    def _select(self) -> Select[Any]:
+        """The object table, joined (for GlobalAlerts) with the status columns as ``status_*``."""
         if self.kind != GLOBAL_ALERT:
-            stored = self.get(name)
-            return None if stored is None else (stored, None)
-        query = (
-            select(self.table, *[c.label(f"status_{c.name}") for c in STATUS_TABLE.c])
-            .outerjoin(STATUS_TABLE, STATUS_TABLE.c.name == self.table.c.name)
-            .where(self.table.c.name == name)
+            return select(self.table)
+        return select(self.table, *[c.label(f"status_{c.name}") for c in STATUS_TABLE.c]).outerjoin(
+            STATUS_TABLE, STATUS_TABLE.c.name == self.table.c.name
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        status = None if row.status_name is None else _status(row, prefix="status_")
-        return _stored(row), status
 
-    def list_page(self, *, limit: int | None = None, after: str | None = None) -> tuple[list[StoredObject], bool]:
-        """Objects ordered by name, after the name ``after``; the flag says whether more follow."""
-        query = select(self.table).order_by(self.table.c.name)
+    def _with_status(self, row: Row[Any]) -> tuple[StoredObject, AlertStatus | None]:
+        if self.kind != GLOBAL_ALERT or row.status_name is None:
+            return _stored(row), None
+        return _stored(row), _status(row, prefix="status_")
+
+    def get_with_status(self, name: str) -> tuple[StoredObject, AlertStatus | None] | None:
+        """One object and (for GlobalAlerts) the status the scheduler wrote, in one query."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._select().where(self.table.c.name == name)).first()
+        return None if row is None else self._with_status(row)
+
+    def list_page(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> tuple[list[tuple[StoredObject, AlertStatus | None]], bool]:
+        """Objects (with status) ordered by name, after the name ``after``; the flag says whether more
+        follow."""
+        query = self._select().order_by(self.table.c.name)
         if after is not None:
             query = query.where(self.table.c.name > after)
         if limit is not None:
@@ -126,7 +131,7 @@ class ObjectStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         more = limit is not None and len(rows) > limit
-        return [_stored(r) for r in rows[:limit]], more
+        return [self._with_status(r) for r in rows[:limit]], more
 
     def max_resource_version(self) -> int:
         with self.engine.connect() as conn:

@@ -78,11 +78,10 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
     ) -> Response:
         store = services.stores[kind.kind]
         after = _decode_continue(continue_) if continue_ else None
-        objects, more = store.list_page(limit=limit, after=after)
-        token = _encode_continue(objects[-1].name) if more and objects else None
-        data = render_list(
-            kind, _render(services, kind, objects), continue_token=token, resource_version=store.max_resource_version()
-        )
+        page, more = store.list_page(limit=limit, after=after)
+        token = _encode_continue(page[-1][0].name) if more and page else None
+        items = [render_object(kind, stored, status) for stored, status in page]
+        data = render_list(kind, items, continue_token=token, resource_version=store.max_resource_version())
         return render(request, data)
 
     @router.post(
