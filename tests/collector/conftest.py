@@ -1,101 +1,16 @@
-"""A real ``policywatch-collector`` process for the root tests, always stopped, plus traffic helpers."""
+"""The ``start_collector`` fixture: a real ``policywatch-collector`` process, always stopped."""
 
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
-
-# Sends COUNT UDP datagrams of SIZE payload bytes to HOST:PORT (run inside a namespace).
-UDP_SENDER = """
-import socket, sys
-host, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(count):
-    s.sendto(b"x" * size, (host, port))
-"""
-
-# Sends one UDP datagram from each of COUNT spoofed IPv4 sources BASE+i to HOST:PORT (IP_HDRINCL raw socket).
-SPOOF_SENDER = """
-import ipaddress, socket, struct, sys
-dst, port, base, count, repeat = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-payload = b"y" * 18
-base_int = int(ipaddress.IPv4Address(base))
-for _ in range(repeat):
-    for i in range(count):
-        src = socket.inet_aton(str(ipaddress.IPv4Address(base_int + i)))
-        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0, src, socket.inet_aton(dst))
-        s.sendto(ip + udp, (dst, 0))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RunningCollector:
-    def __init__(self, proc: subprocess.Popen[str], port: int, log_path: Path) -> None:
-        self.proc = proc
-        self.port = port
-        self.log_path = log_path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def program_id(self) -> int:
-        match = re.search(r"attached BPF program id (\d+)", self.log)
-        assert match, self.log
-        return int(match.group(1))
-
-    def scrape(self, path: str = "/metrics") -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10)
-
-    def series(self) -> dict[tuple[str, str, str], float]:
-        """{(metric, policy, srcIP): value} from /metrics."""
-        response = self.scrape()
-        assert response.status_code == 200, response.text
-        return {
-            (s.name, s.labels["policy"], s.labels["srcIP"]): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples
-        }
-
-    def wait_for(
-        self, check: Callable[[dict[tuple[str, str, str], float]], bool], timeout: float = 10.0
-    ) -> dict[tuple[str, str, str], float]:
-        deadline = time.monotonic() + timeout
-        while True:
-            current = self.series()
-            if check(current) or time.monotonic() > deadline:
-                return current
-            time.sleep(0.1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
+from tests.collector.harness import COLLECTOR, RunningCollector, free_port
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import SPOOF_SENDER, UDP_SENDER, RunningCollector, free_port
 
+from tests.collector.harness import COLLECTOR, SPOOF_SENDER, UDP_SENDER, RunningCollector, free_port
 from tests.fixtures.netns import Netns
 
 pytestmark = pytest.mark.root
@@ -211,7 +211,7 @@ def test_sigterm_detaches_and_exits_cleanly(start_collector: Callable[..., Runni
 def test_startup_errors_are_one_line(start_collector: Callable[..., RunningCollector]) -> None:
     running = start_collector()
     busy = subprocess.run(
-        [str(running.proc.args[0]), "--host", "127.0.0.1", "--port", str(running.port)],  # type: ignore[index]
+        [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(running.port)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -229,10 +229,10 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            str(running.proc.args[0]),
+            str(COLLECTOR),
             "--port",
             str(free_port()),
-        ],  # type: ignore[index]
+        ],
         capture_output=True,
         text=True,
         timeout=60,
