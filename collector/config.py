@@ -31,7 +31,7 @@ class CollectorConfig:
     port: int = DEFAULT_PORT
     ttl: float = 60.0
     mark_mask: int = DEFAULT_MARK_MASK
-    map_size: int = 65536
+    map_size: int = 16384
     max_series: int = 10000
     drain_interval: float = 1.0
     ruleset_refresh: float = 2.0
@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mark-mask", metavar="HEX", default=f"{DEFAULT_MARK_MASK:#x}", help="mark bits holding the policy id"
     )
-    p.add_argument("--map-size", metavar="N", default="65536", help="entries of the BPF counting map")
+    p.add_argument(
+        "--map-size", metavar="N", default="16384", help="entries of each BPF counting map (distinct keys per drain)"
+    )
     p.add_argument("--max-series", metavar="N", default="10000", help="cap on per-source series")
     p.add_argument("--drain-interval", metavar="SECONDS", default="1", help="how often the BPF maps are drained")
     p.add_argument("--ruleset-refresh", metavar="SECONDS", default="2", help="how often nft rulesets are re-read")

@@ -375,7 +375,10 @@ def spoofed(bench: Bench, args: argparse.Namespace) -> None:
             f"  series of the policy {series:,} (cap {args.max_series:,} + 1 overflow),"
             f" overflow packets {overflow:,.0f}"
         )
-        print(f"  BPF map peak entries {peak_entries:,.0f} (map size 65,536); mean drain {1000 * drain_mean:.0f} ms")
+        print(
+            f"  BPF map peak entries {peak_entries:,.0f} (--map-size default 16,384);"
+            f" mean drain {1000 * drain_mean:.0f} ms"
+        )
         print(f"  collector RSS idle {idle:.1f} MB, peak {peak:.1f} MB, growth {peak - idle:.1f} MB   target <= 100 MB")
     finally:
         collector.stop()
