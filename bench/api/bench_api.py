@@ -6,7 +6,7 @@ a bare FastAPI app in the same uvicorn configuration, returning the same JSON by
 database or validation, measured by the same client in the same run: ratios hold on any machine.
 Targets: GET one alert >= 1,000 requests/s with p99 <= 20 ms.
 
-    .venv/bin/python bench/api/bench_api.py [--seconds 5] [--concurrency 8]
+    .venv/bin/python bench/api/bench_api.py [--seconds 5] [--concurrency 8] [--postgres]
 """
 
 from __future__ import annotations
@@ -168,10 +168,26 @@ async def load(base: str, path: str, seconds: float, concurrency: int) -> tuple[
     return len(latencies) / elapsed, p50, p99, errors
 
 
+def measure(url: str, seconds: float, concurrency: int) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+    seed(url)
+    results: dict[tuple[str, str], tuple[float, float, float, int]] = {}
+    for kind in ("baseline", "api"):
+        process, base = start(kind, url)
+        try:
+            for label, path in (("GET one", f"/globalalerts/{ONE}"), ("LIST 1000", "/globalalerts")):
+                duration = seconds if label == "GET one" else seconds / 2
+                results[(kind, label)] = asyncio.run(load(base, path, duration, concurrency))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent client connections")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")
     parser.add_argument("--serve", choices=("api", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -180,20 +196,22 @@ def main() -> int:
         serve(args.serve, args.port, args.db)
         return 0
 
+    server = None
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        seed(url)
-        results: dict[tuple[str, str], tuple[float, float, float, int]] = {}
-        for kind in ("baseline", "api"):
-            process, base = start(kind, url)
-            try:
-                for label, path in (("GET one", f"/globalalerts/{ONE}"), ("LIST 1000", "/globalalerts")):
-                    seconds = args.seconds if label == "GET one" else args.seconds / 2
-                    results[(kind, label)] = asyncio.run(load(base, path, seconds, args.concurrency))
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=15)
-    print(f"policywatch API benchmark: {ALERTS} GlobalAlerts in SQLite, one uvicorn worker, "
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
+            from tests.fixtures.services import PostgresServer
+
+            server = PostgresServer().start()
+            url = server.create_database("bench_api")
+        try:
+            results = measure(url, args.seconds, args.concurrency)
+        finally:
+            if server is not None:
+                server.stop()
+    database = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"policywatch API benchmark: {ALERTS} GlobalAlerts in {database}, one uvicorn worker, "
           f"{args.concurrency} concurrent connections, {os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'scenario':<12} {'server':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs baseline':>12}")
     for label in ("GET one", "LIST 1000"):
