@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ class Notification:
     annotations: Mapping[str, str]
     starts_at: datetime
     ends_at: datetime
+    resolved: bool = False  # a resolution is sent once (kept for retry); firing ones are re-sent every run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +87,10 @@ def notifications_for(
 
 def resolved_notifications(*, alert: str, instances: Sequence[Instance], at: datetime) -> list[Notification]:
     """``endsAt`` = ``at``, with the labels the instance fired with (its severity and aggregation fields)."""
-    return [_one(alert, i.severity, i.aggregate_by, i.record, i.description, i.started, at) for i in instances]
+    return [
+        replace(_one(alert, i.severity, i.aggregate_by, i.record, i.description, i.started, at), resolved=True)
+        for i in instances
+    ]
 
 
 def _one(

@@ -41,12 +41,13 @@ from evaluator.engine.metrics import EngineMetrics, engine_metrics
 from evaluator.engine.model import BucketCapReached, StoreError, Window
 from evaluator.engine.notify import Notification, Notifier, NotifyError, notifications_for, resolved_notifications
 from evaluator.engine.tables import alert_runs, alert_schedule
-from evaluator.events import EventStore, insert_events, utc
+from evaluator.events import Event, EventStore, insert_events, utc
 from evaluator.ports import AlertRepository, StoredAlert
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RETRY_BACKLOG = 10_000
 PENDING = "pending"
 EXECUTED = "executed"
 CATCHING_UP = "catching_up"
@@ -116,6 +117,11 @@ class Scheduler:
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Deliveries that failed and are not repeated by later runs by themselves (resolved notifications,
+        # event copies): retried with the next delivery, oldest dropped beyond RETRY_BACKLOG.
+        self._retry_lock = threading.Lock()
+        self._unsent_resolved: list[Notification] = []
+        self._uncopied_events: list[Event] = []
 
     # -- the alert list ---------------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -265,11 +271,7 @@ class Scheduler:
         finally:
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
         self._metrics.runs.labels(claim.alert, "ok").inc()
-        if self._event_sink is not None and transitions.events:
-            try:
-                self._event_sink.add(transitions.events)
-            except StoreError as exc:
-                log.warning("alert %s: events kept in SQL but not copied to the event index: %s", claim.alert, exc)
+        self._copy_events(transitions.events)
         if written:
             self._metrics.events.labels(claim.alert, str(spec.severity)).inc(written)
         firing_now = len(firing) - len(transitions.resolved) + len(transitions.started)
@@ -377,16 +379,40 @@ class Scheduler:
                 .values(lease_owner=None, lease_expires=None)
             )
 
-    def _notify(self, notifications: Sequence[Notification]) -> None:
-        if self._notifier is None or not notifications:
+    def _copy_events(self, events: Sequence[Event]) -> None:
+        if self._event_sink is None:
+            return
+        with self._retry_lock:
+            batch = [*self._uncopied_events, *events]
+            self._uncopied_events = []
+        if not batch:
             return
         try:
-            self._notifier.send(notifications)
-        except NotifyError as exc:
-            self._metrics.notifications.labels("error").inc(len(notifications))
-            log.warning("notification failed (firing instances are re-sent next run): %s", exc)
+            self._event_sink.add(batch)
+        except StoreError as exc:
+            with self._retry_lock:
+                self._uncopied_events = [*batch, *self._uncopied_events][-RETRY_BACKLOG:]
+            log.warning("%d events kept in SQL, not yet copied to the event index (retried): %s", len(batch), exc)
+
+    def _notify(self, notifications: Sequence[Notification]) -> None:
+        if self._notifier is None:
             return
-        self._metrics.notifications.labels("ok").inc(len(notifications))
+        with self._retry_lock:
+            batch = [*self._unsent_resolved, *notifications]
+            self._unsent_resolved = []
+        if not batch:
+            return
+        try:
+            self._notifier.send(batch)
+        except NotifyError as exc:
+            self._metrics.notifications.labels("error").inc(len(batch))
+            # Firing instances are re-sent by every run anyway; resolutions are kept for the next try.
+            resolved = [n for n in batch if n.resolved]
+            with self._retry_lock:
+                self._unsent_resolved = [*resolved, *self._unsent_resolved][-RETRY_BACKLOG:]
+            log.warning("notification failed (%d resolutions kept for retry): %s", len(resolved), exc)
+            return
+        self._metrics.notifications.labels("ok").inc(len(batch))
 
     def _write_status(
         self,

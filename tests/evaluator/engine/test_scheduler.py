@@ -4,7 +4,7 @@ instances resolving, deleted alerts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -13,10 +13,11 @@ from engine_helpers import T0, FakeClock, MemoryRepository, ScriptedStore, creat
 from prometheus_client import CollectorRegistry
 
 from evaluator.engine.metrics import EngineMetrics
-from evaluator.engine.model import Bucket, Window
+from evaluator.engine.model import Bucket, StoreError, Window
+from evaluator.engine.notify import Notification, NotifyError
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig
 from evaluator.engine.tables import alert_instances, alert_runs
-from evaluator.events import events_table, utc
+from evaluator.events import Event, EventPage, EventQuery, events_table, utc
 
 pytestmark = pytest.mark.postgres
 MINUTE = timedelta(minutes=1)
@@ -31,7 +32,7 @@ def engine(pg_database: str) -> Iterator[sa.Engine]:
 
 
 class Rig:
-    def __init__(self, engine: sa.Engine, **config: object) -> None:
+    def __init__(self, engine: sa.Engine, notifier: object = None, event_sink: object = None, **config: object) -> None:
         self.engine = engine
         self.clock = FakeClock()
         self.repo = MemoryRepository()
@@ -41,6 +42,8 @@ class Rig:
             engine=engine,
             repository=self.repo,
             log_store=self.store,
+            notifier=notifier,  # type: ignore[arg-type]
+            event_sink=event_sink,  # type: ignore[arg-type]
             config=SchedulerConfig(**{"sync_interval": 0, "spread": False, **config}),  # type: ignore[arg-type]
             clock=self.clock,
             metrics=EngineMetrics(self.registry),
@@ -231,3 +234,49 @@ def test_start_stop_start_again(engine: sa.Engine) -> None:
     rig.clock.advance(MINUTE)
     asyncio.run(cycle())
     assert rig.runs("a") == [T0, T0 + MINUTE]
+
+
+class FlakyNotifier:
+    def __init__(self) -> None:
+        self.down = False
+        self.sent: list[Notification] = []
+
+    def send(self, notifications: Sequence[Notification]) -> None:
+        if self.down:
+            raise NotifyError("alertmanager unreachable (test)")
+        self.sent.extend(notifications)
+
+
+class FlakyEventSink:
+    def __init__(self) -> None:
+        self.down = False
+        self.events: list[Event] = []
+
+    def add(self, events: Sequence[Event]) -> int:
+        if self.down:
+            raise StoreError("event index unreachable (test)")
+        self.events.extend(events)
+        return len(events)
+
+    def search(self, query: EventQuery) -> EventPage:
+        raise NotImplementedError
+
+
+def test_resolutions_and_event_copies_are_retried_after_a_failure(engine: sa.Engine) -> None:
+    notifier, sink = FlakyNotifier(), FlakyEventSink()
+    rig = Rig(engine, notifier=notifier, event_sink=sink)
+    rig.store.buckets = lambda w: [Bucket(("ns1",), 1)] if w.end == T0 else []
+    rig.repo.put("a", spec())
+    notifier.down = sink.down = True
+    rig.scheduler.step()  # fires: notification and event copy fail
+    rig.clock.advance(MINUTE)
+    rig.scheduler.step()  # resolves: the resolution fails too
+    assert notifier.sent == [] and sink.events == []
+    notifier.down = sink.down = False
+    rig.clock.advance(MINUTE)
+    rig.scheduler.step()  # nothing new happens, but what failed before goes now
+    assert [(n.labels["source_namespace"], n.resolved, n.ends_at) for n in notifier.sent] == [
+        ("ns1", True, T0 + MINUTE)
+    ]
+    assert [e.record for e in sink.events] == [{"source_namespace": "ns1", "count": 1.0}]
+    assert rig.metric("policywatch_evaluator_notifications_total", outcome="error") == 2
