@@ -186,7 +186,7 @@ def test_the_app_runs_the_scheduler(db_url: str, monkeypatch: pytest.MonkeyPatch
     engine = make_engine(db_url)
     with engine.begin() as conn:
         insert_records(conn, "audit", [audit(datetime.now(UTC) - MIN)])
-    app = create_app(Settings(database_url=db_url), engine=engine, registry=CollectorRegistry())
+    app = create_app(Settings(database_url=db_url), engine=engine)  # production default: the global registry
     with TestClient(app) as client:
         created = client.post(
             "/globalalerts",
@@ -212,6 +212,17 @@ def test_the_app_runs_the_scheduler(db_url: str, monkeypatch: pytest.MonkeyPatch
         status = client.get("/globalalerts/gnp-deletes").json()["status"]
         assert status["healthy"] is True and status["executionState"] == "executed"
         assert status["lastEvent"] == events[0]["time"]
+        metrics = client.get("/metrics").text
+        assert 'policywatch_evaluator_alert_runs_total{alert="gnp-deletes",outcome="ok"}' in metrics
+        assert 'policywatch_evaluator_alert_healthy{alert="gnp-deletes"} 1.0' in metrics
+        assert 'policywatch_evaluator_events_total{alert="gnp-deletes",severity="70"} 1.0' in metrics
+        for name in (
+            "alert_run_duration_seconds_bucket",
+            "schedule_lateness_seconds_bucket",
+            "alerts",
+            "firing_instances",
+        ):
+            assert f"policywatch_evaluator_{name}" in metrics
     engine.dispose()
 
 
@@ -228,3 +239,16 @@ def test_event_index_down_is_503_not_500(db_url: str, monkeypatch: pytest.Monkey
         assert response.status_code == 503
         assert "policywatch_events" in response.json()["message"]
     engine.dispose()
+
+
+def test_dry_run_takes_yaml(client: TestClient) -> None:
+    client.post("/datasets/flows/_bulk", content=ndjson([flow(NOW - MIN)]))
+    body = (
+        "apiVersion: projectcalico.org/v3\nkind: GlobalAlert\nmetadata: {name: y}\nspec:\n"
+        "  description: 'from ${source_ip}'\n  severity: 5\n  dataSet: flows\n  aggregateBy: [source_ip]\n"
+    )
+    response = client.post(
+        "/globalalerts/test", params={"at": rfc3339(NOW)}, content=body, headers={"content-type": "application/yaml"}
+    )
+    assert response.status_code == 200, response.text
+    assert [e["description"] for e in response.json()["events"]] == ["from 203.0.113.7"]
