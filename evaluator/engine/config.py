@@ -45,6 +45,7 @@ class EngineSettings(BaseSettings):
     opensearch_timeout: float = Field(default=30.0, gt=0, le=600)
     retention_logs: str = Field(default="168h", description="embedded log records older than this are deleted")
     retention_events: str = Field(default="720h", description="events older than this are deleted")
+    retention_runs: str = Field(default="24h", description="alert_runs bookkeeping rows older than this are deleted")
     retention_interval: str = Field(default="10m", description="how often retention runs")
 
     @field_validator(
@@ -53,6 +54,7 @@ class EngineSettings(BaseSettings):
         "scheduler_backoff_max",
         "retention_logs",
         "retention_events",
+        "retention_runs",
         "retention_interval",
     )
     @classmethod

@@ -1,4 +1,5 @@
-"""Retention: embedded log records and events older than their retention are deleted, periodically."""
+"""Retention: embedded log records, events, resolved instances and run bookkeeping past their age are
+deleted, periodically."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from evaluator.engine.sqlstore import SqlLogStore
-from evaluator.engine.tables import alert_runs
+from evaluator.engine.state import RESOLVED
+from evaluator.engine.tables import alert_instances, alert_runs
 from evaluator.events import SqlEventStore, utc
 from evaluator.query import DATASETS
 
@@ -28,6 +30,7 @@ class Retention:
         keep_logs: timedelta,
         keep_events: timedelta,
         interval: timedelta,
+        keep_runs: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
@@ -35,6 +38,7 @@ class Retention:
         self._events = events
         self._keep_logs = keep_logs
         self._keep_events = keep_events
+        self._keep_runs = keep_runs
         self._interval = interval
         self._clock = clock
         self._stop = threading.Event()
@@ -49,8 +53,15 @@ class Retention:
                 removed[dataset] = self._log_store.delete_before(dataset, now - self._keep_logs)
         removed["events"] = self._events.delete_before(now - self._keep_events)
         with self._engine.begin() as conn:
+            # A committed run is never redone (the next run time only moves forward), so its row is
+            # bookkeeping for operators and tests: kept a day, not with the events.
             removed["runs"] = conn.execute(
-                alert_runs.delete().where(alert_runs.c.finished_at < now - self._keep_events)
+                alert_runs.delete().where(alert_runs.c.finished_at < now - self._keep_runs)
+            ).rowcount
+            removed["instances"] = conn.execute(
+                alert_instances.delete().where(
+                    alert_instances.c.state == RESOLVED, alert_instances.c.resolved_at < now - self._keep_events
+                )
             ).rowcount
         return removed
 

@@ -88,6 +88,7 @@ class EngineRuntime:
             keep_logs=settings.duration("retention_logs"),
             keep_events=settings.duration("retention_events"),
             interval=settings.duration("retention_interval"),
+            keep_runs=settings.duration("retention_runs"),
             clock=utcnow,
         )
 
