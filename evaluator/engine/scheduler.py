@@ -138,17 +138,16 @@ class Scheduler:
         fresh = [a for name, a in alerts.items() if name not in known]
         if fresh:
             with self._engine.begin() as conn:
-                inserted = [
-                    name
-                    for a in fresh
-                    for name in conn.scalars(
-                        _insert_ignore(conn, alert_schedule)
-                        .values(alert=a.name, generation=a.generation, next_run=now, failures=0)
-                        .returning(alert_schedule.c.alert)
+                inserted = list(
+                    conn.scalars(
+                        _insert_ignore(conn, alert_schedule).returning(alert_schedule.c.alert),
+                        [{"alert": a.name, "generation": a.generation, "next_run": now, "failures": 0} for a in fresh],
                     )
-                ]
+                )
             for name in inserted:  # only rows this process added: another may have run the alert already
-                self._write_status(name, active=True, healthy=True, state=PENDING, errors=())
+                self._repository.write_status(
+                    name, AlertStatus(lastUpdate=now, active=True, healthy=True, executionState=PENDING)
+                )
         for name, alert in alerts.items():
             if name in known and known[name] != alert.generation:
                 with self._engine.begin() as conn:
