@@ -228,7 +228,7 @@ class Scheduler:
                         alert_schedule.c.next_run == claim.next_run,
                     )
                     .values(
-                        next_run=self.next_slot(claim.alert, scheduled, spec.period),
+                        next_run=self._after(claim.alert, scheduled, started, spec.period),
                         failures=0,
                         retry_at=None,
                         last_error=None,
@@ -320,6 +320,15 @@ class Scheduler:
         since_epoch_us = round((scheduled - _EPOCH) / timedelta(microseconds=1))
         slot = (since_epoch_us - offset_us) // period_us + 1
         return _EPOCH + timedelta(microseconds=slot * period_us + offset_us)
+
+    def _after(self, alert: str, scheduled: datetime, started: datetime, period: timedelta) -> datetime:
+        """The next run: the next slot after ``scheduled``. A prompt run (first, or after an edit) is off the
+        alert's slots; when it started late (many alerts created at once), the slot after its start is taken,
+        so the lateness of a burst is not carried into the next round. Windows still overlap while lookback
+        exceeds period plus that lateness."""
+        if not self.config.spread or self.next_slot(alert, scheduled - period, period) == scheduled:
+            return self.next_slot(alert, scheduled, period)
+        return self.next_slot(alert, max(scheduled, started), period)
 
     def earliest_due(self) -> datetime | None:
         """When the next alert-period falls due (to sleep until then)."""

@@ -21,6 +21,7 @@ from evaluator.events import Event, EventPage, EventQuery, events_table, utc
 
 pytestmark = pytest.mark.postgres
 MINUTE = timedelta(minutes=1)
+SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -280,3 +281,21 @@ def test_resolutions_and_event_copies_are_retried_after_a_failure(engine: sa.Eng
     ]
     assert [e.record for e in sink.events] == [{"source_namespace": "ns1", "count": 1.0}]
     assert rig.metric("policywatch_evaluator_notifications_total", outcome="error") == 2
+
+
+def test_a_late_prompt_run_does_not_carry_its_lateness_into_the_next_round(engine: sa.Engine) -> None:
+    rig = Rig(engine, spread=True)
+    name = next(
+        f"alert-{i}" for i in range(100) if rig.scheduler.next_slot(f"alert-{i}", T0, MINUTE) < T0 + 10 * SECOND
+    )
+    rig.repo.put(name, spec())
+    rig.scheduler.sync()  # seen at T0: its prompt run is due at T0
+    rig.clock.advance(30 * SECOND)  # but starts 30 s late (a burst of creations)
+    assert rig.scheduler.step() == 1
+    slot_after_start = rig.scheduler.next_slot(name, T0 + 30 * SECOND, MINUTE)
+    assert slot_after_start > T0 + 30 * SECOND
+    rig.clock.now = slot_after_start - SECOND
+    assert rig.scheduler.step() == 0  # not due at once, as its first slot (T0 + <10 s) would have been
+    rig.clock.now = slot_after_start
+    assert rig.scheduler.step() == 1
+    assert rig.runs(name) == [T0, slot_after_start]
