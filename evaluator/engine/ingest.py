@@ -57,12 +57,18 @@ def parse_lines(dataset: str, lines: Iterable[str], result: IngestResult) -> lis
         except json.JSONDecodeError as exc:
             result.errors.append(LineError(number, "", f"not JSON: {exc.msg} at column {exc.colno}"))
             continue
+        except RecursionError:
+            result.errors.append(LineError(number, "", "JSON nested too deeply to be a log record"))
+            continue
         if isinstance(record, dict) and len(record) == 1 and next(iter(record)) in _ACTIONS:
             continue
         try:
             record_to_rows(dataset, record)
         except RecordInvalid as exc:
             result.errors.append(LineError(number, exc.field, exc.reason))
+            continue
+        except RecursionError:
+            result.errors.append(LineError(number, "", "JSON nested too deeply to be a log record"))
             continue
         good.append(record)
     return good
