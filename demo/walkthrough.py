@@ -45,6 +45,7 @@ class Walkthrough:
         self.events: list[dict[str, Any]] = []
         self.firing: dict[tuple[str, str, str | None], dict[str, Any]] = {}
         self.delivered: list[dict[str, Any]] = []
+        self.notified: list[dict[str, Any]] = []
         self.panels_with_data: list[PanelQuery] = []
         self.panels_without_data: list[PanelQuery] = []
 
@@ -123,6 +124,17 @@ class Walkthrough:
         for event in self.events:
             self.say(f"      event  {event.get('time')}  severity {event.get('severity')}: {event.get('description')}")
             self.say(f"             record {json.dumps(event.get('record'), sort_keys=True)}")
+        alertmanager = self.stack.alertmanager
+        assert alertmanager is not None
+
+        def notified() -> list[dict[str, Any]]:
+            return [a for a in alertmanager.alerts() if a.get("labels", {}).get("alertname") == ALERT_NAME]
+
+        self.notified = wait_until(notified, timeout=60, interval=1, what="the GlobalAlert to reach Alertmanager")
+        self.say(f"      Alertmanager {alertmanager.url}/api/v2/alerts holds {len(self.notified)} for {ALERT_NAME}:")
+        for alert in self.notified:
+            labels = {k: v for k, v in sorted(alert["labels"].items()) if k != "alertname"}
+            self.say(f"      {json.dumps(labels)}")
 
     def prometheus_alerts(self) -> None:
         self.say("\n[5/6] Prometheus alerts on the denied traffic, delivered through Alertmanager")

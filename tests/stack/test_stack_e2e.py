@@ -110,6 +110,17 @@ def test_ingest_and_globalalert_events(walk: Walkthrough) -> None:
     assert by_namespace["demo-batch"]["record"]["sum"] == 2
 
 
+def test_globalalert_instances_reach_alertmanager(walk: Walkthrough) -> None:
+    # One Alertmanager alert per firing instance, labelled with the alert, its severity and its aggregation fields.
+    by_namespace = {a["labels"].get("source_namespace"): a for a in walk.notified}
+    assert set(by_namespace) == {"demo-frontend", "demo-batch"}
+    frontend = by_namespace["demo-frontend"]
+    assert frontend["labels"]["alertname"] == ALERT_NAME
+    assert frontend["labels"]["severity"] == "100"
+    assert frontend["labels"]["source_name_aggr"] == "frontend-7d9f-*"
+    assert "15 flows" in " ".join(frontend["annotations"].values())
+
+
 def test_prometheus_scrapes_the_evaluator(walk: Walkthrough) -> None:
     prometheus = walk.stack.prometheus
     assert prometheus is not None
