@@ -17,32 +17,26 @@ from evaluator.db import Base
 NAME_LENGTH = 253
 
 
-class GlobalAlertRow(Base):
+class _ObjectColumns:
+    """Columns shared by both stored kinds: Kubernetes-style metadata plus the spec as JSON."""
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    resource_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class GlobalAlertRow(_ObjectColumns, Base):
     __tablename__ = "global_alerts"
 
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
-    uid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
-    resource_version: Mapped[int] = mapped_column(Integer, nullable=False)
-    generation: Mapped[int] = mapped_column(Integer, nullable=False)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    labels: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
-
-class GlobalAlertTemplateRow(Base):
+class GlobalAlertTemplateRow(_ObjectColumns, Base):
     __tablename__ = "global_alert_templates"
-
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
-    uid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
-    resource_version: Mapped[int] = mapped_column(Integer, nullable=False)
-    generation: Mapped[int] = mapped_column(Integer, nullable=False)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    labels: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
 class GlobalAlertStatusRow(Base):

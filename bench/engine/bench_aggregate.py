@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench_data import T0, load_flows  # noqa: E402
+from engine_bench_data import T0, bench_database, load_flows  # noqa: E402
 
 from evaluator.alerts import GlobalAlertSpec  # noqa: E402
 from evaluator.engine.execute import run  # noqa: E402
@@ -47,21 +46,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL for the run")
     args = parser.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="pw-bench-")
-    url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
-    server = None
-    if args.postgres:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
-        from tests.fixtures.services import PostgresServer
-
-        server = PostgresServer().start()
-        url = server.create_database("bench")
-    try:
+    with bench_database(database_url=args.database_url, postgres=args.postgres) as url:
         measure(args, url)
-    finally:
-        if server is not None:
-            server.stop()
-        tmp.cleanup()
 
 
 def measure(args: argparse.Namespace, url: str) -> None:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench_data import load_flows  # noqa: E402
+from engine_bench_data import bench_database, load_flows  # noqa: E402
 
 from api.db import make_engine, migrate  # noqa: E402
 from api.resources import GLOBAL_ALERT, ObjectIn  # noqa: E402
@@ -51,21 +50,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL for the run")
     args = parser.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="pw-bench-")
-    url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
-    server = None
-    if args.postgres:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
-        from tests.fixtures.services import PostgresServer
-
-        server = PostgresServer().start()
-        url = server.create_database("bench")
-    try:
+    with bench_database(database_url=args.database_url, postgres=args.postgres) as url:
         measure(args, url)
-    finally:
-        if server is not None:
-            server.stop()
-        tmp.cleanup()
 
 
 def measure(args: argparse.Namespace, url: str) -> None:

@@ -7,7 +7,12 @@ are copies of a few thousand of them with their times spread over the window, in
 from __future__ import annotations
 
 import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +21,25 @@ from evaluator.db import metadata
 from evaluator.logstore.tables import column_for, record_to_rows, table_for, values_table_for
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@contextmanager
+def bench_database(*, database_url: str | None, postgres: bool) -> Iterator[str]:
+    """The benchmark's database URL: given, a throwaway PostgreSQL (``postgres``), or a temporary SQLite file."""
+    with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
+        if not postgres:
+            yield database_url or f"sqlite:///{tmp}/bench.db"
+            return
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
+        from tests.fixtures.services import PostgresServer
+
+        server = PostgresServer().start()
+        try:
+            yield server.create_database("bench")
+        finally:
+            server.stop()
+
+
 CHUNK = 20_000
 
 
