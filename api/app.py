@@ -24,7 +24,6 @@ from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
-from evaluator.engine.runtime import runtime_for
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -54,7 +53,7 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
-    return [*runtime_for(services.engine, services.repository).services()]
+    return [*services.runtime.services()]
 
 
 def _document_errors(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ from api.resources import KINDS
 from api.settings import Settings
 from api.store import ObjectStore, SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.engine.runtime import EngineRuntime, runtime_for
 
 
 @dataclass
@@ -35,6 +36,11 @@ class Services:
     @property
     def repository(self) -> SqlAlertRepository:
         return SqlAlertRepository(self.engine)
+
+    @property
+    def runtime(self) -> EngineRuntime:
+        """The engine's parts of this app, built from this process's one ``Settings`` (an ``EngineSettings``)."""
+        return runtime_for(self.engine, self.repository, settings=self.settings)
 
 
 async def get_services(request: Request) -> Services:

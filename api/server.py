@@ -23,6 +23,23 @@ from api.settings import Settings
 
 log = logging.getLogger("policywatch.evaluator")
 
+STORES = ("sql", "opensearch")
+# Flags whose value, when given, replaces the setting of the same name.
+OVERRIDES = (
+    "host",
+    "port",
+    "database_url",
+    "token_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "max_body_bytes",
+    "scheduler_enabled",
+    "alertmanager_url",
+    "log_store",
+    "event_store",
+    "opensearch_url",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -37,13 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 1 MiB)")
     parser.add_argument("--no-migrate", action="store_true", help="do not migrate the database at start")
+    engine = parser.add_argument_group("alert engine")
+    engine.add_argument(
+        "--scheduler",
+        dest="scheduler_enabled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the alert scheduler in this process (default on; --no-scheduler serves only the API)",
+    )
+    engine.add_argument("--alertmanager-url", help="Alertmanager base URL, e.g. http://alertmanager:9093")
+    engine.add_argument("--log-store", choices=STORES, help="where flow/dns/audit logs are read (default sql)")
+    engine.add_argument("--event-store", choices=STORES, help="where events are written and read (default sql)")
+    engine.add_argument("--opensearch-url", help="OpenSearch URL, e.g. https://opensearch:9200")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "database_url", "token_file", "tls_cert_file", "tls_key_file", "max_body_bytes"):
+    for name in OVERRIDES:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -1,5 +1,9 @@
 """Settings of the evaluator process: one pydantic-settings object, validated at start.
 
+``Settings`` extends the engine's ``EngineSettings`` (scheduler, Alertmanager, log and event stores,
+OpenSearch, retention) with the API's own (database, listen address, tokens, TLS, ...), so the process
+reads and checks its whole configuration once; the engine is handed this same object.
+
 Environment variables use the ``POLICYWATCH_`` prefix (``POLICYWATCH_DATABASE_URL``, ...); command-line
 flags of ``policywatch-evaluator`` override them. Unsafe combinations are refused at start: listening
 off loopback without tokens, a certificate without its key, tokens too short to be secret.
@@ -14,16 +18,17 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from evaluator.durations import DurationError, parse_go_duration
+from evaluator.engine.config import EngineSettings
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
 ROLES = ("read", "write")
 
 
-class Settings(BaseSettings):
+class Settings(EngineSettings):
     model_config = SettingsConfigDict(env_prefix="POLICYWATCH_", extra="ignore", frozen=True)
 
     database_url: str = Field(default="sqlite:///./policywatch.db", description="SQLAlchemy URL of the database")

@@ -11,7 +11,6 @@ from sqlalchemy.exc import DBAPIError
 from api.deps import ServicesDep
 from api.http import ApiError
 from evaluator.engine.ingest import ingest_text
-from evaluator.engine.runtime import runtime_for
 from evaluator.query import DATASETS
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -24,7 +23,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 async def bulk(dataset: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     if dataset not in DATASETS:
         raise ApiError(404, "NotFound", f"unknown data set {dataset!r}; valid: {', '.join(DATASETS)}")
-    runtime = runtime_for(services.engine, services.repository)
+    runtime = services.runtime
     if runtime.sql_logs is None:
         raise ApiError(
             409, "Conflict", "logs are read from OpenSearch (POLICYWATCH_LOG_STORE=opensearch): ingest there"

@@ -14,7 +14,6 @@ from api.http import ApiError
 from api.resources import GLOBAL_ALERT, parse_object
 from evaluator.engine.dryrun import DryRunError, replay
 from evaluator.engine.model import BucketCapReached, StoreError
-from evaluator.engine.runtime import runtime_for
 from evaluator.query import QueryError
 
 router = APIRouter(tags=["GlobalAlert"])
@@ -42,7 +41,7 @@ async def dry_run(
     obj = parse_object(body, kind=GLOBAL_ALERT, catalog=services.catalog, flush_intervals=services.flush_intervals)
     if start is None or end is None:
         start = end = at or datetime.now(UTC)
-    runtime = runtime_for(services.engine, services.repository)
+    runtime = services.runtime
     try:
         events = await run_in_threadpool(
             lambda: replay(

@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import ServicesDep
 from api.http import ApiError
 from evaluator.engine.model import StoreError
-from evaluator.engine.runtime import runtime_for
 from evaluator.events import EventQuery
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -37,7 +36,7 @@ async def list_events(
     since, until = _aware(since), _aware(until)
     if since is not None and until is not None and until <= since:
         raise ApiError(400, "BadRequest", f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
-    runtime = runtime_for(services.engine, services.repository)
+    runtime = services.runtime
     query = EventQuery(alert=alert, severity=severity, since=since, until=until, limit=limit, offset=offset)
     try:
         page = await run_in_threadpool(runtime.events.search, query)

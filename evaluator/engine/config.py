@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluator.durations import DurationError, parse_go_duration
@@ -42,6 +43,10 @@ class EngineSettings(BaseSettings):
     opensearch_flows_index: str = "tigera_secure_ee_flows.cluster.*"
     opensearch_dns_index: str = "tigera_secure_ee_dns.cluster.*"
     opensearch_audit_index: str = "tigera_secure_ee_audit_*.cluster.*"
+    opensearch_username: str | None = Field(default=None, description="OpenSearch basic-auth user name")
+    opensearch_password: SecretStr | None = Field(default=None, description="OpenSearch basic-auth password")
+    opensearch_ca_file: Path | None = Field(default=None, description="PEM CA bundle of OpenSearch's certificate")
+    opensearch_verify_certs: bool = Field(default=True, description="check OpenSearch's TLS certificate")
     opensearch_timeout: float = Field(default=30.0, gt=0, le=600)
     retention_logs: str = Field(default="168h", description="embedded log records older than this are deleted")
     retention_events: str = Field(default="720h", description="events older than this are deleted")
@@ -64,12 +69,34 @@ class EngineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _opensearch_needs_url(self) -> EngineSettings:
-        for name, value in (("LOG_STORE", self.log_store), ("EVENT_STORE", self.event_store)):
+        for name, value in (("log_store", self.log_store), ("event_store", self.event_store)):
             if value == "opensearch" and not self.opensearch_url:
-                raise ValueError(f"POLICYWATCH_{name}=opensearch needs POLICYWATCH_OPENSEARCH_URL (https://es:9200)")
+                raise ValueError(
+                    f"POLICYWATCH_{name.upper()}=opensearch (--{name.replace('_', '-')}) needs "
+                    "POLICYWATCH_OPENSEARCH_URL (--opensearch-url), e.g. https://opensearch:9200"
+                )
         if self.alertmanager_url is not None and not self.alertmanager_url.startswith(("http://", "https://")):
             raise ValueError(f"alertmanager_url {self.alertmanager_url!r} must start with http:// or https://")
+        if (self.opensearch_username is None) != (self.opensearch_password is None):
+            raise ValueError(
+                "OpenSearch basic auth needs both POLICYWATCH_OPENSEARCH_USERNAME and POLICYWATCH_OPENSEARCH_PASSWORD"
+            )
+        if self.opensearch_ca_file is not None and not self.opensearch_ca_file.is_file():
+            raise ValueError(f"POLICYWATCH_OPENSEARCH_CA_FILE {self.opensearch_ca_file} does not exist")
         return self
+
+    def opensearch_client_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``opensearchpy.OpenSearch`` for ``opensearch_url``: auth, TLS checks, timeout."""
+        options: dict[str, Any] = {
+            "hosts": [self.opensearch_url],
+            "timeout": self.opensearch_timeout,
+            "verify_certs": self.opensearch_verify_certs,
+        }
+        if self.opensearch_username is not None and self.opensearch_password is not None:
+            options["http_auth"] = (self.opensearch_username, self.opensearch_password.get_secret_value())
+        if self.opensearch_ca_file is not None:
+            options["ca_certs"] = str(self.opensearch_ca_file)
+        return options
 
     def duration(self, name: str) -> timedelta:
         value = getattr(self, name)

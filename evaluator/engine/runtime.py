@@ -44,7 +44,7 @@ class EngineRuntime:
         event_sink: EventStore | None = None
         if settings.event_store == "opensearch":
             event_sink = self.events = OpenSearchEventStore(
-                _opensearch_client(settings),
+                opensearch_client(settings),
                 index=settings.opensearch_events_index,
                 timeout=settings.opensearch_timeout,
             )
@@ -52,7 +52,7 @@ class EngineRuntime:
         self.log_store: LogStore
         if settings.log_store == "opensearch":
             self.log_store = OpenSearchLogStore(
-                _opensearch_client(settings),
+                opensearch_client(settings),
                 indices={
                     "flows": settings.opensearch_flows_index,
                     "dns": settings.opensearch_dns_index,
@@ -100,10 +100,10 @@ class EngineRuntime:
         return out
 
 
-def _opensearch_client(settings: EngineSettings) -> Any:
+def opensearch_client(settings: EngineSettings) -> Any:
     from opensearchpy import OpenSearch
 
-    return OpenSearch(hosts=[settings.opensearch_url], timeout=settings.opensearch_timeout)
+    return OpenSearch(**settings.opensearch_client_options())
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[sa.Engine, EngineRuntime] = weakref.WeakKeyDictionary()

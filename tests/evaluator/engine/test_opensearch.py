@@ -5,21 +5,26 @@ POLICYWATCH_TEST_OPENSEARCH_URL points at one."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_data import flow
 from engine_helpers import T0, spec
 from opensearchpy import OpenSearch
+from pydantic import SecretStr, ValidationError
 
+from evaluator.engine.config import EngineSettings
 from evaluator.engine.execute import run
 from evaluator.engine.model import BucketCapReached, StoreError, Window
 from evaluator.engine.opensearch import OpenSearchLogStore
 from evaluator.engine.opensearch_events import OpenSearchEventStore
+from evaluator.engine.runtime import opensearch_client
 from evaluator.events import Event, EventQuery
 from evaluator.query import compile_query
 from tests.fixtures.services import free_port
@@ -268,3 +273,42 @@ def test_real_client_calls_reach_the_transport() -> None:
         events.add([Event(time=T0, alert="a", description="d", severity=1, record={})])
     with pytest.raises(StoreError, match="(?i)connection"):
         events.search(EventQuery(alert="a"))
+
+
+def test_the_client_built_from_settings_carries_auth_and_tls_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = EngineSettings(
+        log_store="opensearch",
+        opensearch_url="https://opensearch.logging.svc:9200",
+        opensearch_username="policywatch",
+        opensearch_password=SecretStr("s3cret"),
+        opensearch_ca_file=ca,
+    )
+    assert "s3cret" not in repr(settings)
+    client = opensearch_client(settings)
+    assert client.transport.kwargs["http_auth"] == ("policywatch", "s3cret")
+    connection = client.transport.get_connection()
+    assert connection.use_ssl
+    assert connection.headers["authorization"] == "Basic " + base64.b64encode(b"policywatch:s3cret").decode()
+    assert (connection.pool.cert_reqs, connection.pool.ca_certs) == ("CERT_REQUIRED", str(ca))
+
+    unchecked = opensearch_client(EngineSettings(opensearch_url="https://os:9200", opensearch_verify_certs=False))
+    connection = unchecked.transport.get_connection()
+    assert "authorization" not in connection.headers
+    assert connection.pool.cert_reqs == "CERT_NONE"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"opensearch_username": "u"},
+            "needs both POLICYWATCH_OPENSEARCH_USERNAME and POLICYWATCH_OPENSEARCH_PASSWORD",
+        ),
+        ({"opensearch_ca_file": "/nonexistent/ca.pem"}, "POLICYWATCH_OPENSEARCH_CA_FILE /nonexistent/ca.pem"),
+    ],
+)
+def test_incomplete_opensearch_credentials_are_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        EngineSettings(opensearch_url="https://os:9200", **fields)
