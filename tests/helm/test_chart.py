@@ -68,6 +68,8 @@ def test_ci_values_match_schema(path: Path) -> None:
         ({"evaluator": {"database": {"url": "mysql://x"}}}, "evaluator.database.url"),
         ({"serviceMonitor": {"interval": "15 seconds"}}, "serviceMonitor.interval"),
         ({"image": {"pullPolicy": "Sometimes"}}, "image.pullPolicy"),
+        ({"evaluator": {"alertmanagerUrl": "alertmanager:9093"}}, "evaluator.alertmanagerUrl"),
+        ({"evaluator": {"opensearch": {"eventStore": "elasticsearch"}}}, "evaluator.opensearch.eventStore"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(overlay: dict[str, Any], where: str) -> None:

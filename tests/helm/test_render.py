@@ -186,7 +186,26 @@ def test_full_evaluator_uses_postgres_tokens_and_opensearch() -> None:
     assert tokens == {"read-tokens": "read-token-0123456789abcdef", "write-tokens": "write-token-0123456789abcdef"}
     assert env["POLICYWATCH_OPENSEARCH_URL"]["value"] == "https://opensearch.logging.svc:9200"
     assert env["POLICYWATCH_OPENSEARCH_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "opensearch-credentials"
+    assert env["POLICYWATCH_OPENSEARCH_USERNAME"]["valueFrom"]["secretKeyRef"]["key"] == "username"
+    assert env["POLICYWATCH_LOG_STORE"]["value"] == "opensearch"
+    assert env["POLICYWATCH_EVENT_STORE"]["value"] == "opensearch"
+    assert env["POLICYWATCH_ALERTMANAGER_URL"]["value"] == "http://alertmanager-operated.monitoring.svc:9093"
     assert "WARNING" not in result.notes
+
+
+def test_default_evaluator_reads_logs_from_sql_and_notifies_no_alertmanager() -> None:
+    env = env_map(container(one(rendered("default-values.yaml"), "Deployment")))
+    for name in ("POLICYWATCH_OPENSEARCH_URL", "POLICYWATCH_LOG_STORE", "POLICYWATCH_EVENT_STORE"):
+        assert name not in env
+    assert "POLICYWATCH_ALERTMANAGER_URL" not in env
+
+
+def test_opensearch_url_alone_keeps_events_in_sql() -> None:
+    result = render_chart(CHART_DIR, {"evaluator": {"opensearch": {"url": "https://os:9200"}}})
+    env = env_map(container(one(result, "Deployment")))
+    assert env["POLICYWATCH_LOG_STORE"]["value"] == "opensearch"
+    assert env["POLICYWATCH_EVENT_STORE"]["value"] == "sql"
+    assert "POLICYWATCH_OPENSEARCH_USERNAME" not in env
 
 
 def test_prometheus_rule_is_the_tested_rule_file() -> None:
@@ -238,6 +257,10 @@ def test_monitors_scrape_both_collector_paths_with_the_rules_job_names(scenario:
     [
         ({"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}, "either serviceMonitor or podMonitor"),
         ({"collector": {"tls": {"enabled": True}}}, "collector.tls.secretName is required"),
+        (
+            {"evaluator": {"opensearch": {"eventStore": "opensearch"}}},
+            "eventStore=opensearch needs evaluator.opensearch.url",
+        ),
     ],
 )
 def test_contradictory_values_stop_the_install_with_a_message(overlay: dict[str, Any], message: str) -> None:
