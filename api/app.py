@@ -19,7 +19,7 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
-from api.routes import alerts, datasets, dryrun, events
+from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
@@ -37,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     events.router,
     datasets.router,
     dryrun.router,
+    web.router,
 ]
 
 
