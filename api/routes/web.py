@@ -42,6 +42,8 @@ th { background: #f0f0f0; } tr.selected td { background: #fff6d5; }
 .bad { color: #b00020; font-weight: 600; } .good { color: #1b7f3b; } .muted { color: #777; }
 """
 
+# A new alert has no status row until the scheduler first runs it: not a failure, so not shown in red.
+NOT_RUN = '<span class="muted">not run yet</span>'
 Row = tuple[StoredObject, AlertStatus | None]
 
 
@@ -63,6 +65,7 @@ def _filter_link(name: str) -> str:
 
 def _alert_row(stored: StoredObject, status: AlertStatus | None, selected: bool) -> str:
     spec: dict[str, Any] = stored.spec
+    never_run = status is None
     status = status or AlertStatus()
     newest_error = status.errorConditions[-1] if status.errorConditions else None
     error = f"{_text(newest_error.type)}: {_text(newest_error.message)}" if newest_error else ""
@@ -71,8 +74,8 @@ def _alert_row(stored: StoredObject, status: AlertStatus | None, selected: bool)
         _text(spec.get("dataSet")),
         _text(spec.get("severity")),
         _text(spec.get("period")),
-        _flag(status.active, "active", "inactive"),
-        _flag(status.healthy, "healthy", "unhealthy"),
+        NOT_RUN if never_run else _flag(status.active, "active", "inactive"),
+        NOT_RUN if never_run else _flag(status.healthy, "healthy", "unhealthy"),
         _text(status.executionState),
         _time(status.lastExecuted),
         _time(status.lastEvent),

@@ -12,6 +12,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from api.store import SqlAlertRepository
+from evaluator.alerts import AlertStatus, ErrorCondition
 from evaluator.events import Event, SqlEventStore
 from tests.api.conftest import EvaluatorProcess, make_client
 from tests.api.test_api_crud import alert
@@ -49,7 +51,7 @@ def test_page_lists_alerts_and_events_escaped(sqlite_client: TestClient, sqlite_
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     body = page.text
     assert '<a href="/ui?alert=ssh-deny">ssh-deny</a>' in body and '<a href="/ui?alert=other">other</a>' in body
-    assert "5m0s" in body and "flows" in body and "inactive" in body
+    assert "5m0s" in body and "flows" in body and "not run yet" in body
     assert "<script>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in body
     assert "other fired" in body and "2026-01-02T03:04:05Z" in body
@@ -63,6 +65,21 @@ def test_alert_filter(sqlite_client: TestClient, sqlite_url: str) -> None:
     assert '<tr class="selected">' in body and '<a href="/ui">show all</a>' in body
     assert "No events." in sqlite_client.get("/ui", params={"alert": "absent"}).text
     assert sqlite_client.get("/ui", params={"alert": "x" * 254}).status_code == 400
+
+
+def test_status_and_newest_error(sqlite_client: TestClient, sqlite_url: str) -> None:
+    assert sqlite_client.post("/globalalerts", json=alert("ssh-deny")).status_code == 201
+    errors = (ErrorCondition("QueryError", "old error"), ErrorCondition("QueryError", "new <b>error</b>"))
+    status = AlertStatus(active=True, healthy=False, executionState="Failed", lastExecuted=NOW, errorConditions=errors)
+    engine = sa.create_engine(sqlite_url)
+    try:
+        SqlAlertRepository(engine).write_status("ssh-deny", status)
+    finally:
+        engine.dispose()
+    body = sqlite_client.get("/ui").text
+    assert '<span class="good">active</span>' in body and '<span class="bad">unhealthy</span>' in body
+    assert "<td>Failed</td>" in body and "2026-01-02T03:04:05Z" in body
+    assert "QueryError: new &lt;b&gt;error&lt;/b&gt;" in body and "old error" not in body
 
 
 def test_empty_page(sqlite_client: TestClient) -> None:
