@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -54,13 +54,15 @@ def pg_database(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database(f"t_{secrets.token_hex(6)}")
 
 
-@pytest.fixture
-def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
-    """Factory: ``prometheus(config, rule_files=[...])`` starts Debian's Prometheus; all are stopped after."""
-    started: list[PrometheusServer] = []
+_Server = TypeVar("_Server", PrometheusServer, AlertmanagerServer)
 
-    def start(config: Mapping[str, Any] | str, **kwargs: Any) -> PrometheusServer:
-        server = PrometheusServer(config, **kwargs)
+
+def _server_factory(kind: type[_Server]) -> Iterator[Callable[..., _Server]]:
+    """Yield ``start(config, **kwargs)`` for ``kind``; every server it started is stopped afterwards."""
+    started: list[_Server] = []
+
+    def start(config: Mapping[str, Any] | str, **kwargs: Any) -> _Server:
+        server = kind(config, **kwargs)
         started.append(server)
         return server.start()
 
@@ -69,23 +71,18 @@ def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory: ``prometheus(config, rule_files=[...])`` starts Debian's Prometheus; all are stopped after."""
+    yield from _server_factory(PrometheusServer)
 
 
 @pytest.fixture
 def alertmanager() -> Iterator[Callable[..., AlertmanagerServer]]:
     """Factory: ``alertmanager(config)`` starts Debian's Alertmanager; all are stopped after."""
-    started: list[AlertmanagerServer] = []
-
-    def start(config: Mapping[str, Any] | str, **kwargs: Any) -> AlertmanagerServer:
-        server = AlertmanagerServer(config, **kwargs)
-        started.append(server)
-        return server.start()
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from _server_factory(AlertmanagerServer)
 
 
 @pytest.fixture
