@@ -39,6 +39,19 @@ def ours(series: dict[tuple[str, str, str], float], tag: str) -> dict[tuple[str,
     return {k: v for k, v in series.items() if tag in k[1] or k[2] in (V4_SRC, V6_SRC)}
 
 
+def tagged_drop(
+    netns: Netns, ns: str, *, port: int, mark: int, policy: str, family: str = "inet", hook: str = "input"
+) -> None:
+    """One deny rule in ``ns``: UDP to ``port`` is tagged with ``mark``, counted and dropped, ``policy`` its comment."""
+    netns.nft(
+        ns,
+        f"""table {family} pwtest {{ chain {hook} {{ type filter hook {hook} priority 0;
+            udp dport {port} meta mark set {mark:#x} counter drop comment "{policy}"
+        }}
+        }}""",
+    )
+
+
 def nft_counter(netns: Netns, ns: str, comment: str) -> tuple[int, int]:
     for line in netns.run(ns, "nft", "list", "ruleset").splitlines():
         if f'comment "{comment}"' in line:
@@ -100,13 +113,7 @@ def test_series_expires_after_ttl_and_restarts_from_zero(
     tag = secrets.token_hex(3)
     policy = f"ttl-{tag}"
     sender, receiver = pair(netns)
-    netns.nft(
-        receiver,
-        f"""table ip pwtest {{ chain input {{ type filter hook input priority 0;
-            udp dport 7001 meta mark set 0x55 drop comment "{policy}"
-        }}
-        }}""",
-    )
+    tagged_drop(netns, receiver, port=7001, mark=0x55, policy=policy, family="ip")
     collector = start_collector("--ttl", "2")
     key = ("calico_denied_packets", policy, V4_SRC)
     send(netns, sender, V4_DST, 7001, 3, 10)
@@ -168,13 +175,7 @@ def test_tiny_map_overflow_keeps_totals_exact(netns: Netns, start_collector: Cal
     policy = f"flood-{tag}"
     sender, receiver = pair(netns)
     # prerouting: spoofed sources are dropped before reverse-path filtering could discard them
-    netns.nft(
-        receiver,
-        f"""table ip pwtest {{ chain pre {{ type filter hook prerouting priority 0;
-            udp dport 7009 meta mark set 0x99 counter drop comment "{policy}"
-        }}
-        }}""",
-    )
+    tagged_drop(netns, receiver, port=7009, mark=0x99, policy=policy, family="ip", hook="prerouting")
     collector = start_collector("--map-size", "16", "--max-series", "40", "--drain-interval", "2")
     sources, repeat = 300, 2
     netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", f"10.{_NET[0]}.200.1", str(sources), str(repeat))
@@ -301,13 +302,7 @@ def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: C
     tag = secrets.token_hex(3)
     policy = f"busy-{tag}"
     sender, receiver = pair(netns)
-    netns.nft(
-        receiver,
-        f"""table inet pwtest {{ chain input {{ type filter hook input priority 0;
-            udp dport 7001 meta mark set 0x2f1 counter drop comment "{policy}"
-        }}
-        }}""",
-    )
+    tagged_drop(netns, receiver, port=7001, mark=0x2F1, policy=policy)
     collector = start_collector("--drain-interval", "0.05")
     sources = [(V4_DST, 600_000), (V6_DST, 400_000)]
     procs = [netns.popen(sender, PY, "-c", UDP_SENDER, dst, "7001", str(n), "10") for dst, n in sources]
@@ -334,13 +329,7 @@ def test_one_mark_two_names_is_a_logged_conflict(
     mark = 0x3000 + secrets.randbelow(0xFFF)
     first, second = netns.add("conflict-a"), netns.add("conflict-b")
     for ns, name in ((first, f"a-{tag}"), (second, f"b-{tag}")):
-        netns.nft(
-            ns,
-            f"""table inet pwtest {{ chain input {{ type filter hook input priority 0;
-                udp dport 7001 meta mark set {mark:#x} drop comment "{name}"
-            }}
-            }}""",
-        )
+        tagged_drop(netns, ns, port=7001, mark=mark, policy=name)
     collector = start_collector()
     deadline = time.monotonic() + 10
     while "policy mark conflict" not in collector.log and time.monotonic() < deadline:
