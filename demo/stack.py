@@ -23,12 +23,12 @@ import yaml
 from demo.assets import JOB_COLLECTOR, JOB_COLLECTOR_HEALTH, JOB_EVALUATOR, RULES_FILE
 from demo.samples import ALERT_NAME, GLOBAL_ALERT, flow_logs, ndjson
 from demo.topology import Topology
-from demo.webhook import WebhookReceiver
 from tests.fixtures.services import (
     LOOPBACK,
     AlertmanagerServer,
     ManagedProcess,
     PrometheusServer,
+    WebhookReceiver,
     free_port,
     http_get,
     wait_until,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.fixtures.netns import Netns, netns_support
-from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer
+from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +83,16 @@ def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
 def alertmanager() -> Iterator[Callable[..., AlertmanagerServer]]:
     """Factory: ``alertmanager(config)`` starts Debian's Alertmanager; all are stopped after."""
     yield from _server_factory(AlertmanagerServer)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """An Alertmanager webhook receiver on loopback (``webhook.url``, ``webhook.alerts(status)``); stopped after."""
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
 
 
 @pytest.fixture

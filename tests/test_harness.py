@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -20,6 +17,7 @@ from tests.fixtures.services import (
     AlertmanagerServer,
     PostgresServer,
     PrometheusServer,
+    WebhookReceiver,
     free_port,
     http_get,
     wait_until,
@@ -76,50 +74,14 @@ def test_prometheus_scrapes_an_exporter(prometheus: Callable[..., PrometheusServ
         thread.join(timeout=5)
 
 
-class _WebhookSink:
-    """A loopback HTTP server that records the JSON bodies POSTed to it (an Alertmanager webhook receiver)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length", "0"))
-                sink.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook_sink() -> Iterator[_WebhookSink]:
-    sink = _WebhookSink()
-    try:
-        yield sink
-    finally:
-        sink.close()
-
-
 @pytest.mark.prometheus
 def test_alertmanager_routes_an_alert_to_a_webhook(
-    alertmanager: Callable[..., AlertmanagerServer], webhook_sink: _WebhookSink
+    alertmanager: Callable[..., AlertmanagerServer], webhook: WebhookReceiver
 ) -> None:
     am = alertmanager(
         {
             "route": {"receiver": "hook", "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_sink.url}]}],
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook.url}]}],
         }
     )
     alert = [{"labels": {"alertname": "HarnessProbe", "severity": "info"}, "annotations": {"summary": "probe"}}]
@@ -134,7 +96,7 @@ def test_alertmanager_routes_an_alert_to_a_webhook(
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
     assert [a["labels"]["alertname"] for a in am.alerts()] == ["HarnessProbe"]
-    body = wait_until(lambda: webhook_sink.bodies, timeout=30, what="the webhook notification")[0]
+    body = wait_until(lambda: webhook.notifications, timeout=30, what="the webhook notification")[0]
     assert body["status"] == "firing"
     assert body["alerts"][0]["labels"] == {"alertname": "HarnessProbe", "severity": "info"}
 

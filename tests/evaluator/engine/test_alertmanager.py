@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,50 +15,13 @@ from evaluator.engine.metrics import EngineMetrics
 from evaluator.engine.model import Bucket
 from evaluator.engine.notify import AlertmanagerNotifier, Notification, NotifyError
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig
-from tests.fixtures.services import free_port, wait_until
+from tests.fixtures.services import WebhookReceiver, free_port, wait_until
 
 pytestmark = pytest.mark.prometheus
 
 
-class Webhook:
-    """A receiver on loopback that keeps every notification Alertmanager posts."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def alerts(self, status: str) -> list[dict[str, Any]]:
-        return [a for n in self.received for a in n["alerts"] if a["status"] == status]
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
 def test_firing_and_resolved_reach_alertmanager(
-    alertmanager: Callable[..., Any], webhook: Webhook, tmp_path: Any
+    alertmanager: Callable[..., Any], webhook: WebhookReceiver, tmp_path: Any
 ) -> None:
     am = alertmanager(
         {
