@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
+from tests.fixtures.services import PostgresServer, free_port  # noqa: E402
 
 ALERTS = 1000
 ONE = "alert-0500"
@@ -94,13 +96,6 @@ def serve(kind: str, port: int, url: str) -> None:
             return Response(many, media_type="application/json")
 
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(kind: str, url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -200,9 +195,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         if args.postgres:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
-            from tests.fixtures.services import PostgresServer
-
             server = PostgresServer().start()
             url = server.create_database("bench_api")
         try:

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from collector.bpf_loader import read_prog_stats  # noqa: E402  (the repo root is put on the path just above)
 from tests.fixtures.netns import Netns  # noqa: E402
+from tests.fixtures.services import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
@@ -145,9 +145,7 @@ def ksoftirqd_cpu_ns(cpu: int) -> float:
 
 class Collector:
     def __init__(self, *args: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")  # noqa: SIM115
         argv = [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(self.port), "--ttl", "600", *args]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)

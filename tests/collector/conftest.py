@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector.harness import COLLECTOR, RunningCollector, free_port
+from tests.collector.harness import COLLECTOR, RunningCollector
+from tests.fixtures.services import free_port
 
 
 @pytest.fixture
