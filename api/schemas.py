@@ -1,8 +1,10 @@
-"""OpenAPI description of the resources (documentation only).
+"""OpenAPI description of the resources.
 
-Requests are decoded by hand (JSON or YAML) and validated by ``evaluator.alerts`` so that every error is
-reported at once with its path, value and reason; these pydantic models only describe the shapes in
-/openapi.json. ``inline_schema`` flattens a model's ``$defs`` so the schema can sit inside an operation.
+Requests are decoded (JSON or YAML) and validated by ``evaluator.alerts`` into the spec model of
+``evaluator.spec`` (re-exported here as ``GlobalAlertSpec`` / ``GlobalAlertTemplateSpec``), so /openapi.json
+shows the very model that checks a request; the envelope models around it describe the wire shapes.
+``inline_schema`` flattens a model's ``$defs`` (and drops the ``null`` branch of optional fields, which the
+wire form omits instead) so the schema can sit inside an operation.
 """
 
 from __future__ import annotations
@@ -12,6 +14,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.http import JSON_TYPE, YAML_TYPE
+from evaluator.spec import GlobalAlertSpec, GlobalAlertTemplateSpec, Substitution
+
+__all__ = [
+    "AlertSpecModel",
+    "AlertStatusModel",
+    "GlobalAlertListModel",
+    "GlobalAlertModel",
+    "GlobalAlertSpec",
+    "GlobalAlertStatus",
+    "GlobalAlertTemplateListModel",
+    "GlobalAlertTemplateModel",
+    "GlobalAlertTemplateSpec",
+    "Substitution",
+    "body_content",
+    "document_bad_request",
+    "error_responses",
+    "inline_schema",
+]
 
 
 class ObjectMeta(BaseModel):
@@ -31,20 +51,8 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] | None = None
 
 
-class AlertSpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = Field(..., description="event text; ${key} substitutes an aggregateBy key or the metric")
-    severity: int = Field(..., ge=1, le=100)
-    dataSet: Literal["audit", "dns", "flows"]
-    period: str | None = Field(None, description='Go duration, at least 1m (default "5m")')
-    lookback: str | None = Field(None, description='Go duration, at least 1m (default "10m")')
-    query: str | None = Field(None, description="selection in the GlobalAlert query language")
-    aggregateBy: list[str] | None = None
-    field: str | None = Field(None, description="numeric key for avg, max, min, sum")
-    metric: Literal["avg", "max", "min", "sum", "count"] | None = None
-    condition: Literal["eq", "not_eq", "lt", "lte", "gt", "gte"] | None = None
-    threshold: float | None = None
+# The spec models are ``evaluator.spec``'s, the ones validation uses: documented here as they are checked.
+AlertSpecModel = GlobalAlertSpec
 
 
 class ErrorConditionModel(BaseModel):
@@ -52,7 +60,11 @@ class ErrorConditionModel(BaseModel):
     message: str
 
 
-class AlertStatusModel(BaseModel):
+class GlobalAlertStatus(BaseModel):
+    """Server-owned (``evaluator.alerts.AlertStatus``): written by the scheduler, ignored on write."""
+
+    model_config = ConfigDict(title="GlobalAlertStatus")
+
     lastUpdate: str | None = None
     active: bool = False
     healthy: bool = False
@@ -62,14 +74,17 @@ class AlertStatusModel(BaseModel):
     errorConditions: list[ErrorConditionModel] = []
 
 
+AlertStatusModel = GlobalAlertStatus
+
+
 class GlobalAlertModel(BaseModel):
     model_config = ConfigDict(extra="forbid", title="GlobalAlert")
 
     apiVersion: Literal["projectcalico.org/v3"] = "projectcalico.org/v3"
     kind: Literal["GlobalAlert"] = "GlobalAlert"
     metadata: ObjectMeta
-    spec: AlertSpecModel
-    status: AlertStatusModel | None = Field(None, description="server-owned; ignored on write")
+    spec: GlobalAlertSpec
+    status: GlobalAlertStatus | None = Field(None, description="server-owned; ignored on write")
 
 
 class GlobalAlertTemplateModel(BaseModel):
@@ -78,7 +93,7 @@ class GlobalAlertTemplateModel(BaseModel):
     apiVersion: Literal["projectcalico.org/v3"] = "projectcalico.org/v3"
     kind: Literal["GlobalAlertTemplate"] = "GlobalAlertTemplate"
     metadata: ObjectMeta
-    spec: AlertSpecModel
+    spec: GlobalAlertTemplateSpec
 
 
 class ListMeta(BaseModel):
@@ -132,6 +147,11 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 return resolve(defs[ref.removeprefix("#/$defs/")])
+            branches = node.get("anyOf")
+            if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+                kept = next(b for b in branches if b != {"type": "null"})
+                rest = {k: v for k, v in node.items() if k != "anyOf" and not (k == "default" and v is None)}
+                return {**resolve(kept), **resolve(rest)}
             return {k: resolve(v) for k, v in node.items()}
         if isinstance(node, list):
             return [resolve(v) for v in node]

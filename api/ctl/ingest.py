@@ -15,8 +15,8 @@ from typing import Any, BinaryIO, TextIO
 import httpx
 
 from api.ctl.client import ApiClient, ClientError, add_connection_args, error_text
+from evaluator.vocabulary import DATASETS
 
-DATASETS = ("flows", "dns", "audit")
 CHUNK_BYTES = 512 * 1024
 MAX_SHOWN_ERRORS = 20
 

@@ -7,8 +7,6 @@ from typing import Any, Protocol
 
 from evaluator.engine.model import Bucket, Hit, Window
 
-METRICS = ("count", "min", "max", "sum", "avg")
-
 
 class LogStore(Protocol):
     def aggregate(
@@ -27,8 +25,8 @@ class LogStore(Protocol):
         One bucket per distinct combination of ``aggregate_by`` values (a row with several values of a
         multi-valued field counts in each of their buckets, as Elasticsearch's terms/composite do); with an
         empty ``aggregate_by`` exactly one bucket, ``key == ()``, even over no rows. ``metric`` (one of
-        ``METRICS``) over ``field`` gives ``Bucket.value`` (None for min/max/avg of no values). Pages through
-        the store and stops after ``limit`` buckets. Raises ``StoreError`` when the store cannot answer.
+        ``vocabulary.METRICS``) over ``field`` gives ``Bucket.value`` (None for min/max/avg of no values).
+        Pages through the store and stops after ``limit`` buckets. Raises ``StoreError`` when the store cannot answer.
         """
         ...
 

@@ -19,10 +19,10 @@ from evaluator.query.errors import QueryError
 from evaluator.query.parser import MAX_DEPTH
 from evaluator.query.schema import FIELDS, TIME_FIELD, FieldSpec, FieldType, check_dataset, field
 from evaluator.query.values import format_date
+from evaluator.vocabulary import METRICS
 
 Clause = dict[str, Any]
 
-METRICS = ("count", "min", "max", "sum", "avg")
 COMPOSITE = "aggregate"
 METRIC = "metric"
 DEFAULT_PAGE_SIZE = 500

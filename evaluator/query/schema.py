@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from evaluator.query.errors import QueryError
+from evaluator.vocabulary import DATASETS as DATASETS
 
-DATASETS = ("audit", "dns", "flows")
 TIME_FIELD = {"flows": "end_time", "dns": "end_time", "audit": "requestReceivedTimestamp"}
 
 MAX_INT = 2**63 - 1

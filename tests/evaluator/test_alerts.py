@@ -253,13 +253,22 @@ def test_every_error_reported_at_once() -> None:
 
 
 def test_lookback_warning() -> None:
-    _, warnings = validate_spec(spec(lookback="10m"), template=False)
+    _, warnings = validate_spec(spec(lookback="9m59s"), template=False)
     assert [w.path for w in warnings] == ["spec.lookback"]
-    assert "above 10m0s" in warnings[0].message
-    _, warnings = validate_spec(spec(lookback="10m1s"), template=False)
+    assert "flowLogsFlushInterval" in warnings[0].message and "at least 10m0s" in warnings[0].message
+    # period + flush interval exactly: every record flushed late is still read by the next run
+    _, warnings = validate_spec(spec(lookback="10m"), template=False)
     assert warnings == []
-    _, warnings = validate_spec(spec(lookback="10m"), template=False, flush_intervals={"flows": timedelta(0)})
+    _, warnings = validate_spec(spec(lookback="4m"), template=False, flush_intervals={"flows": timedelta(0)})
+    assert [w.path for w in warnings] == ["spec.lookback"]
+    _, warnings = validate_spec(spec(lookback="5m"), template=False, flush_intervals={"flows": timedelta(0)})
     assert warnings == []
+
+
+def test_default_period_and_lookback_raise_no_warning() -> None:
+    for dataset in ("flows", "dns", "audit"):
+        _, warnings = validate_spec({"description": "d", "severity": 1, "dataSet": dataset}, template=False)
+        assert warnings == [], dataset
 
 
 def test_placeholders_only_in_templates() -> None:
