@@ -2,7 +2,8 @@
 
 An event is written when an alert instance starts firing (or, for an alert without aggregation and metric,
 once per matching log record). Its JSON form is the contract: ``type``, ``time``, ``alert``,
-``description``, ``severity``, ``record``.
+``summary``, ``description``, ``severity``, ``record``. ``summary`` is the alert's ``spec.summary`` filled
+in, or its description's text when the alert has none (Calico's rule).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ events_table = sa.Table(
     sa.Column("alert", sa.String(253), nullable=False),
     sa.Column("severity", sa.Integer(), nullable=False),
     sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False, server_default=""),
     sa.Column("record", sa.JSON(), nullable=False),
     # sha256 of (alert, time, instance key): a second write of the same event is refused by the database.
     sa.Column("dedup", sa.String(64), nullable=False, unique=True),
@@ -54,6 +56,7 @@ class Event:
     record: Mapping[str, Any]
     type: str = EVENT_TYPE
     key: str = field(default="", compare=False)  # the alert instance (or hit) it reports; not in the JSON
+    summary: str = ""  # "" reads as the description (events written before summaries existed)
 
     @property
     def dedup(self) -> str:
@@ -65,6 +68,7 @@ class Event:
             "type": self.type,
             "time": rfc3339(self.time),
             "alert": self.alert,
+            "summary": self.summary or self.description,
             "description": self.description,
             "severity": self.severity,
             "record": dict(self.record),
@@ -104,6 +108,7 @@ def insert_events(conn: sa.Connection, events: Iterable[Event]) -> int:
             "alert": e.alert,
             "severity": e.severity,
             "description": e.description,
+            "summary": e.summary or e.description,
             "record": dict(e.record),
             "dedup": e.dedup,
         }
@@ -151,6 +156,7 @@ def search_events(conn: sa.Connection, query: EventQuery) -> EventPage:
             severity=r.severity,
             record=r.record,
             type=r.type,
+            summary=r.summary or r.description,
         )
         for r in rows
     )

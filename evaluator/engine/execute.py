@@ -52,7 +52,7 @@ def run(spec: GlobalAlertSpec, window: Window, store: LogStore, *, bucket_cap: i
     - a metric: one finding per bucket (a single bucket without aggregateBy) whose value satisfies the
       condition, the record the aggregated fields plus ``{metric: value}``.
     """
-    query = _compiled(spec.query or "", spec.dataSet)
+    query = _compiled(spec.expanded_query(), spec.dataSet)
     aggregate_by = tuple(spec.aggregateBy or ())
     metric = spec.metric or None
     if not aggregate_by and metric is None:
@@ -99,6 +99,7 @@ def _bucket_finding(
         record=record,
         description=fill(spec.description, record),
         value=value,
+        summary=fill(spec.summary or spec.description, record),
     )
 
 
@@ -116,6 +117,7 @@ def _run_per_hit(spec: GlobalAlertSpec, window: Window, store: LogStore, query: 
                 record=dict(hit.record),
                 description=fill(spec.description, hit.record),
                 hit_time=hit.time,
+                summary=fill(spec.summary or spec.description, hit.record),
             )
         )
     return RunResult(window=window, findings=tuple(findings), per_hit=True, examined=len(findings))

@@ -27,6 +27,7 @@ class Instance:
     started: datetime
     severity: int
     value: float | None = None
+    summary: str = ""  # for the event written when it starts; not kept in alert_instances
 
     @property
     def aggregate_by(self) -> tuple[str, ...]:
@@ -81,6 +82,7 @@ def track(
                     started=at,
                     severity=severity,
                     value=finding.value,
+                    summary=finding.summary,
                 )
             )
     resolved = tuple(inst for key, inst in firing.items() if key not in present)
@@ -92,6 +94,7 @@ def track(
             severity=severity,
             record=inst.record,
             key=inst.key,
+            summary=inst.summary or inst.description,
         )
         for inst in started
     )
@@ -106,6 +109,7 @@ def _event(alert: str, severity: int, at: datetime, finding: Finding) -> Event:
         severity=severity,
         record=finding.record,
         key=finding.key,
+        summary=finding.summary or finding.description,
     )
 
 

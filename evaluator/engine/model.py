@@ -51,6 +51,7 @@ class Finding:
     description: str
     value: float | None = None
     hit_time: datetime | None = None
+    summary: str = ""  # spec.summary filled in (spec.description's text when the spec has no summary)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,7 @@ def _event(source: dict[str, Any]) -> Event:
         time=utc(datetime.fromisoformat(str(source["time"]).replace("Z", "+00:00"))),
         alert=str(source["alert"]),
         description=str(source["description"]),
+        summary=str(source.get("summary") or source["description"]),
         severity=int(source["severity"]),
         record=source.get("record") or {},
         type=str(source.get("type") or "global_alert"),
