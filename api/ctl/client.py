@@ -27,14 +27,18 @@ class ClientError(Exception):
         self.body = body
 
 
-def add_connection_args(parser: argparse.ArgumentParser) -> None:
+def add_connection_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """The connection flags, on the main parser (``top``: ``policywatchctl --server X get ...``) and on each
+    sub-command (``policywatchctl get ... --server X``); a sub-command's flag wins, and its absence leaves the
+    main parser's value (``SUPPRESS``: argparse copies a sub-parser's defaults over the main parser's)."""
+    default = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--server",
-        default=None,
+        default=default,
         help=f"evaluator URL (env POLICYWATCH_SERVER; default {DEFAULT_SERVER})",
     )
-    parser.add_argument("--token", default=None, help="bearer token (env POLICYWATCH_TOKEN)")
-    parser.add_argument("--ca-file", default=None, help="CA bundle that signed the server's TLS certificate")
+    parser.add_argument("--token", default=default, help="bearer token (env POLICYWATCH_TOKEN)")
+    parser.add_argument("--ca-file", default=default, help="CA bundle that signed the server's TLS certificate")
 
 
 @dataclass
@@ -55,8 +59,8 @@ class ApiClient:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
-        server = args.server or os.environ.get("POLICYWATCH_SERVER") or DEFAULT_SERVER
-        token = args.token or os.environ.get("POLICYWATCH_TOKEN") or None
+        server = getattr(args, "server", None) or os.environ.get("POLICYWATCH_SERVER") or DEFAULT_SERVER
+        token = getattr(args, "token", None) or os.environ.get("POLICYWATCH_TOKEN") or None
         return cls(server, token, ca_file=getattr(args, "ca_file", None))
 
     def close(self) -> None:

@@ -7,12 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from api.ctl import ingest, query, resources, test
+from api.ctl.client import add_connection_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policywatchctl", description="Client of the policywatch evaluator (GlobalAlert API)."
     )
+    add_connection_args(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     query.register(subparsers)
     resources.register(subparsers)

@@ -1,22 +1,25 @@
 """``policywatchctl apply|create|replace|get|delete|load-templates`` for GlobalAlert(Template)s.
 
-Files hold one or more YAML (or JSON) documents; ``-f -`` reads standard input; a ``*List`` document
-stands for its items. Each object is handled on its own: a failure is reported with the server's
+Files hold one or more YAML (or JSON) documents; ``-f -`` reads standard input, ``-f DIR`` the directory's
+.yaml/.yml/.json files (``-R``: and its subdirectories'), ``-f`` may be given several times; a ``*List``
+document stands for its items. Each object is handled on its own: a failure is reported with the server's
 reasons and the rest go on; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources as package_files
+from pathlib import Path
 from typing import Any, TextIO
 
+from api.ctl import events, fromtemplate
 from api.ctl.client import ApiClient, ClientError, add_connection_args
-from api.yamlio import DecodeError, dump_yaml, load_yaml_documents
+from api.ctl.output import OUTPUT_HELP, OutputError, check_output, write_data, write_table
+from api.yamlio import DecodeError, load_yaml_documents
 
 API_VERSION = "projectcalico.org/v3"
 GROUP = "projectcalico.org"
@@ -47,6 +50,9 @@ class UsageError(Exception):
     pass
 
 
+FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def resource_type(name: str) -> ResourceType:
     """Resolve a type name, case-insensitively: ``globalalert``, ``globalalerts``, ``globalalert.projectcalico.org``
     and its abbreviations (``globalalert.p``), and the same forms of ``globalalerttemplate``."""
@@ -61,28 +67,34 @@ def resource_type(name: str) -> ResourceType:
 
 def register(subparsers: Any) -> None:
     for command, help_text in (
-        ("apply", "create objects from a file, or replace them when they exist"),
-        ("create", "create objects from a file (fails for names that exist)"),
-        ("replace", "replace existing objects from a file (honours metadata.resourceVersion)"),
+        ("apply", "create objects from files, or replace them when they exist"),
+        (
+            "create",
+            "create objects from files (fails for names that exist), or: create globalalert NAME --from-template T",
+        ),
+        ("replace", "replace existing objects from files (honours metadata.resourceVersion)"),
     ):
         parser = subparsers.add_parser(command, help=help_text, description=help_text)
-        parser.add_argument(
-            "-f", "--filename", required=True, help="YAML/JSON file, several documents allowed; - for stdin"
-        )
+        _add_file_args(parser, required=command != "create")
+        if command == "create":
+            fromtemplate.add_arguments(parser)
         add_connection_args(parser)
         parser.set_defaults(handler=run_file_command, file_command=command)
 
-    get = subparsers.add_parser("get", help="show objects", description="Show one, several or all objects of a type.")
-    get.add_argument("type", metavar="TYPE", help="globalalert(s) or globalalerttemplate(s) (aliases accepted)")
+    get = subparsers.add_parser(
+        "get", help="show objects or events", description="Show one, several or all objects of a type, or events."
+    )
+    get.add_argument("type", metavar="TYPE", help="globalalert(s), globalalerttemplate(s) (aliases accepted) or events")
     get.add_argument("names", metavar="NAME", nargs="*", help="names (all objects when none)")
-    get.add_argument("-o", "--output", choices=("yaml", "json", "wide"), default=None, help="output format")
+    get.add_argument("-o", "--output", default=None, help=OUTPUT_HELP)
+    events.add_arguments(get)
     add_connection_args(get)
     get.set_defaults(handler=run_get)
 
     delete = subparsers.add_parser("delete", help="delete objects", description="Delete by TYPE NAME... or -f FILE.")
     delete.add_argument("type", metavar="TYPE", nargs="?", help="globalalert(s) or globalalerttemplate(s)")
     delete.add_argument("names", metavar="NAME", nargs="*", help="names to delete")
-    delete.add_argument("-f", "--filename", help="delete the objects named in this file; - for stdin")
+    _add_file_args(delete, required=False)
     add_connection_args(delete)
     delete.set_defaults(handler=run_delete)
 
@@ -93,6 +105,43 @@ def register(subparsers: Any) -> None:
     )
     add_connection_args(load)
     load.set_defaults(handler=run_load_templates)
+
+
+def _add_file_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=required,
+        help="YAML/JSON file (several documents allowed), directory, or - for stdin; repeatable",
+    )
+    parser.add_argument(
+        "-R", "--recursive", action="store_true", help="with -f DIR, also the files of its subdirectories"
+    )
+
+
+def expand_filenames(filenames: Iterable[str], *, recursive: bool) -> list[str]:
+    """Each directory replaced by its .yaml/.yml/.json files, sorted by path (kubectl's order)."""
+    out: list[str] = []
+    for name in filenames:
+        path = Path(name)
+        if name != "-" and path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{name}: no .yaml, .yml or .json files" + ("" if recursive else " (-R to recurse)"))
+            out.extend(str(p) for p in found)
+        else:
+            out.append(name)
+    return out
+
+
+def read_all(filenames: Iterable[str], *, recursive: bool, stdin: TextIO | None = None) -> list[Any]:
+    """The objects of every file, read before anything is sent (a broken file stops the command)."""
+    objects: list[Any] = []
+    for name in expand_filenames(filenames, recursive=recursive):
+        objects.extend(read_documents(name, stdin))
+    return objects
 
 
 def builtin_templates_text() -> str:
@@ -185,8 +234,12 @@ def _describe(obj: Any) -> str:
 
 def run_file_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    if args.file_command == "create" and (args.from_template or args.type):
+        return fromtemplate.run_create(args, out=out, err=err)
     try:
-        objects = read_documents(args.filename)
+        if not args.filename:
+            raise UsageError("give -f FILE, or: create globalalert NAME --from-template TEMPLATE [--set KEY=VALUE]")
+        objects = read_all(args.filename, recursive=args.recursive)
     except UsageError as exc:
         print(f"policywatchctl {args.file_command}: {exc}", file=err)
         return 2
@@ -209,9 +262,12 @@ def run_load_templates(args: argparse.Namespace, *, out: TextIO | None = None, e
 
 def run_get(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    if args.type.lower() in events.NAMES:
+        return events.run_get_events(args, out=out, err=err)
     try:
         rtype = resource_type(args.type)
-    except UsageError as exc:
+        check_output(args.output)
+    except (UsageError, OutputError) as exc:
         print(f"policywatchctl get: {exc}", file=err)
         return 2
     client = ApiClient.from_args(args)
@@ -232,7 +288,10 @@ def run_get(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO 
         return 1
     finally:
         client.close()
-    write_objects(rtype, items, args.output, single=len(args.names) == 1, out=out)
+    if not items and not args.names and args.output in (None, "wide", "name"):
+        print("No resources found.", file=err)  # kubectl's words, on stderr: stdout stays parseable
+    elif items or args.output not in (None, "wide"):  # a table without rows prints no header line
+        write_objects(rtype, items, args.output, single=len(args.names) == 1, out=out)
     return 1 if failures else 0
 
 
@@ -253,14 +312,15 @@ def list_all(client: ApiClient, rtype: ResourceType) -> list[dict[str, Any]]:
 def write_objects(
     rtype: ResourceType, items: list[dict[str, Any]], output: str | None, *, single: bool, out: TextIO
 ) -> None:
-    if output in ("yaml", "json"):
+    if output == "name":
+        for item in items:
+            out.write(f"{rtype.singular}.{GROUP}/{(item.get('metadata') or {}).get('name', '')}\n")
+        return
+    if output is not None and output != "wide":
         data: Any = (
             items[0] if single and items else {"apiVersion": API_VERSION, "kind": rtype.list_kind, "items": items}
         )
-        if output == "json":
-            out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        else:
-            out.write(dump_yaml(data))
+        write_data(data, output, out)
         return
     columns = ["NAME"]
     rows: list[list[str]] = []
@@ -291,9 +351,7 @@ def write_objects(
             query = str(spec.get("query", ""))
             row += [query if len(query) <= 60 else query[:57] + "..."]
         rows.append(row)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    for line in [columns, *rows]:
-        out.write("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() + "\n")
+    write_table(columns, rows, out)
 
 
 def run_delete(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -303,7 +361,7 @@ def run_delete(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
         if args.filename:
             if args.type or args.names:
                 raise UsageError("give either -f FILE or TYPE NAME..., not both")
-            targets = [_object_type(obj) for obj in read_documents(args.filename)]
+            targets = [_object_type(obj) for obj in read_all(args.filename, recursive=args.recursive)]
         else:
             if not args.type or not args.names:
                 raise UsageError("usage: policywatchctl delete TYPE NAME... | -f FILE")
