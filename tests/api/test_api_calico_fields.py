@@ -116,3 +116,19 @@ def test_the_events_table_keeps_the_summary(db_url: str) -> None:
     page = store.search(EventQuery(alert="a"))
     assert [(e.summary, e.to_json()["summary"]) for e in page.items] == [("short", "short"), ("only text", "only text")]
     engine.dispose()
+
+
+def test_the_lookback_warning_follows_the_configured_flush_interval(db_url: str) -> None:
+    plain = {"description": "d", "severity": 5, "dataSet": "flows"}  # default period 5m, lookback 10m
+    engine = make_engine(db_url)
+    for flush, warned in (("5m", False), ("6m", True)):
+        settings = Settings(database_url=db_url, flow_logs_flush_interval=flush)
+        app = create_app(settings, engine=engine, registry=CollectorRegistry(), service_factory=lambda s: [])
+        with TestClient(app) as client:
+            response = client.post("/globalalerts", json={**alert(f"f{flush}"), "spec": plain})
+            assert response.status_code == 201, response.text
+            assert ("warning" in response.headers) is warned
+            if warned:
+                assert "flowLogsFlushInterval (6m0s)" in response.headers["warning"]
+                assert "at least 11m0s" in response.headers["warning"]
+    engine.dispose()
