@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.http import JSON_TYPE, YAML_TYPE
+from evaluator.alerts import NAME_MAX, NAME_PATTERN
 from evaluator.spec import GlobalAlertSpec, GlobalAlertTemplateSpec, Substitution
 
 __all__ = [
@@ -39,8 +40,8 @@ class ObjectMeta(BaseModel):
 
     name: str = Field(
         ...,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=NAME_MAX,
+        pattern=f"^{NAME_PATTERN.pattern}$",
         description="DNS-1123 subdomain",
     )
     resourceVersion: str | None = Field(None, description="send back on PUT to guard against lost updates")

@@ -44,7 +44,7 @@ DEFAULT_FLUSH_INTERVALS: Mapping[str, timedelta] = {
 FLUSH_SETTING = {"flows": "flowLogsFlushInterval", "dns": "dnsLogsFlushInterval", "audit": "audit log flush"}
 MAX_ERROR_CONDITIONS = 10
 NAME_MAX = 253
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def validate_name(name: Any, *, path: str = "metadata.name") -> list[FieldError]
         return [FieldError(path, name, "required: a lower-case name such as 'my-alert'")]
     if len(name) > NAME_MAX:
         return [FieldError(path, name, f"must be at most {NAME_MAX} characters (has {len(name)})")]
-    if not _NAME.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         hint = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.") or "my-alert"
         return [
             FieldError(
