@@ -79,6 +79,8 @@ def test_a_missing_object_prints_no_header(server: str, capsys: pytest.CaptureFi
     assert 'Failed to get GlobalAlert "nope"' in err and "404" in err
     code, out, err = run(capsys, "--server", server, "get", "globalalerts")
     assert (code, out, err) == (0, "", "No resources found.\n")
+    code, _, err = run(capsys, "--server", server, "get", "globalalerts", "--since", "1h")
+    assert code == 2 and "--alert and --since filter events" in err
 
 
 def test_get_events_filters_and_formats(
