@@ -329,6 +329,14 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "query": draw(st.sampled_from(["", "action = deny", "dest_port >= 1024 AND proto IN {tcp, udp}"])),
         "aggregateBy": aggregate,
     }
+    if draw(st.booleans()):  # Calico's newer fields
+        raw["type"] = "RuleBased"
+        raw["summary"] = "short " + " ".join(f"${{{w}}}" for w in words)
+        names = draw(st.lists(st.sampled_from(["a", "ns", "ports_1"]), unique=True, min_size=1, max_size=2))
+        raw["substitutions"] = [
+            {"name": n, "values": draw(st.lists(st.sampled_from(["dev", "x-*", "a?c"]), min_size=1))} for n in names
+        ]
+        raw["query"] = " AND ".join(f"source_namespace IN ${{{n}}}" for n in names)
     if metric:
         raw["metric"] = metric
         raw["condition"] = draw(st.sampled_from(["eq", "not_eq", "lt", "lte", "gt", "gte"]))

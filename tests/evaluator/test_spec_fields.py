@@ -10,7 +10,8 @@ import yaml
 from sqlalchemy.dialects import postgresql
 
 from evaluator.alerts import FieldError, GlobalAlertSpec, SpecInvalid, validate_spec
-from evaluator.query import compile_query, to_dsl, to_sql
+from evaluator.query import SetSelector, compile_query, parse, to_dsl, to_sql
+from evaluator.query.substitute import expand
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "calico" / "globalalert-sample.yaml"
 
@@ -118,3 +119,10 @@ def test_every_error_is_reported_together() -> None:
     raw = {**BASE, "type": "Other", "severity": 0, "summary": "${nope}", "substitutions": [{"name": "x", "values": []}]}
     paths = [e.path for e in errors_of(raw)]
     assert paths == ["spec.type", "spec.summary", "spec.severity", "spec.substitutions[0].values"]
+
+
+@pytest.mark.parametrize("values", [["plain"], ['q"uote', "back\\slash", "it's"], ["web-*", "a?c", "x y"]])
+def test_expansion_quotes_every_value_so_it_parses_back(values: list[str]) -> None:
+    expr = parse(expand("k IN ${s}", {"s": values}))
+    assert isinstance(expr, SetSelector)
+    assert [m.value for m in expr.members] == values
