@@ -22,16 +22,12 @@ from evaluator.durations import format_go_duration
 from evaluator.query import schema
 from evaluator.query.ast import walk
 from evaluator.spec import (
-    DEFAULT_LOOKBACK,
-    DEFAULT_PERIOD,
-    MIN_PERIOD,
-    PLACEHOLDER,
-    PROBLEMS,
     SPEC_KEYS,
     GlobalAlertSpec,
     GlobalAlertTemplateSpec,
     Substitution,
 )
+from evaluator.spec_rules import DEFAULT_LOOKBACK, DEFAULT_PERIOD, MIN_PERIOD, PLACEHOLDER, PROBLEMS
 from evaluator.vocabulary import CONDITIONS, DATASETS, FIELD_METRICS, METRICS, AlertType, Condition, DataSet, Metric
 
 # Felix's flowLogsFlushInterval and dnsLogsFlushInterval default to 300 s; audit logs reach the store

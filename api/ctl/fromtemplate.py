@@ -18,7 +18,8 @@ import yaml
 
 from api.ctl.client import ApiClient, ClientError
 from api.yamlio import dump_yaml
-from evaluator.spec import PLACEHOLDER, SPEC_KEYS
+from evaluator.spec import SPEC_KEYS
+from evaluator.spec_rules import PLACEHOLDER
 
 API_VERSION = "projectcalico.org/v3"
 
