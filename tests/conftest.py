@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.fixtures.kube import KubeCluster, KubeTestApiserver, env_kubeconfig
 from tests.fixtures.netns import Netns, netns_support
 from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
 
@@ -38,6 +39,23 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server.start()
         yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """One real kube-apiserver (+ etcd) for the whole run, or ``POLICYWATCH_TEST_KUBECONFIG``'s cluster."""
+    configured = env_kubeconfig()
+    if configured is not None:
+        yield KubeCluster(configured)
+        return
+    reason = KubeTestApiserver.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = KubeTestApiserver()
+    try:
+        yield server.start()
     finally:
         server.stop()
 

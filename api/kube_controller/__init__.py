@@ -1,0 +1,1 @@
+"""Calico GlobalAlert / GlobalAlertTemplate as Kubernetes custom resources (CRDs, and later the controller)."""

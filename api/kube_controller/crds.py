@@ -1,0 +1,135 @@
+"""CustomResourceDefinitions for ``globalalerts`` and ``globalalerttemplates.projectcalico.org``.
+
+The structural ``openAPIV3Schema`` is generated from the pydantic models handed in (today those of
+``api.schemas``), so the CRDs never drift from the REST API's documented shapes. Regenerate the committed files:
+
+    python -m api.kube_controller.crds globalalerts > helm/policywatch/crds/globalalerts.yaml
+    python -m api.kube_controller.crds globalalerttemplates > helm/policywatch/crds/globalalerttemplates.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from api.schemas import AlertSpecModel, AlertStatusModel, inline_schema
+
+GROUP = "projectcalico.org"
+VERSION = "v3"
+# JSON-schema keywords a structural CRD schema cannot carry (or that only document the pydantic model).
+_DROPPED = {"title", "default", "additionalProperties", "examples"}
+
+PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataSet"},
+    {"name": "Severity", "type": "integer", "jsonPath": ".spec.severity"},
+    {"name": "Period", "type": "string", "jsonPath": ".spec.period"},
+    {"name": "Healthy", "type": "boolean", "jsonPath": ".status.healthy"},
+    {"name": "Last Executed", "type": "date", "jsonPath": ".status.lastExecuted"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def structural(node: Any) -> Any:
+    """Turn an inlined pydantic JSON schema into a Kubernetes structural schema.
+
+    ``anyOf: [X, {type: null}]`` (an optional field) becomes ``X`` with ``nullable: true``; ``const`` becomes a
+    one-value ``enum``; keywords Kubernetes rejects are dropped.
+    """
+    if isinstance(node, list):
+        return [structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    variants = node.get("anyOf")
+    if isinstance(variants, list):
+        non_null = [v for v in variants if v.get("type") != "null"]
+        if len(non_null) == 1:
+            merged = {**{k: v for k, v in node.items() if k != "anyOf"}, **non_null[0]}
+            result = structural(merged)
+            if len(non_null) < len(variants):
+                result["nullable"] = True
+            return result
+        raise ValueError(f"cannot express anyOf with several non-null types structurally: {variants}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "properties":
+            out[key] = {name: structural(sub) for name, sub in value.items()}
+        else:
+            out[key] = structural(value)
+    if "properties" in out:
+        out.setdefault("type", "object")
+    return out
+
+
+def object_schema(spec_model: type[BaseModel], status_model: type[BaseModel] | None) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of a whole object whose ``spec`` (and ``status``) follow the given models."""
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": structural(inline_schema(spec_model)),
+    }
+    if status_model is not None:
+        properties["status"] = structural(inline_schema(status_model))
+    return {"type": "object", "required": ["spec"], "properties": properties}
+
+
+def crd(kind: str, spec_model: type[BaseModel], status_model: type[BaseModel] | None) -> dict[str, Any]:
+    """A cluster-scoped ``apiextensions.k8s.io/v1`` CRD for ``kind`` (status subresource iff ``status_model``)."""
+    plural = kind.lower() + "s"
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": object_schema(spec_model, status_model)},
+        "additionalPrinterColumns": [
+            c for c in PRINTER_COLUMNS if status_model is not None or not c["jsonPath"].startswith(".status")
+        ],
+    }
+    if status_model is not None:
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower()},
+            "versions": [version],
+        },
+    }
+
+
+def all_crds(
+    spec_model: type[BaseModel] = AlertSpecModel, status_model: type[BaseModel] = AlertStatusModel
+) -> dict[str, dict[str, Any]]:
+    """Both CRDs by plural; the models are parameters so a unified spec model can be passed in."""
+    return {
+        "globalalerts": crd("GlobalAlert", spec_model, status_model),
+        "globalalerttemplates": crd("GlobalAlertTemplate", spec_model, None),
+    }
+
+
+def render(plural: str) -> str:
+    header = f"# Generated by `python -m api.kube_controller.crds {plural}`; do not edit.\n"
+    return header + yaml.safe_dump(all_crds()[plural], sort_keys=False)
+
+
+def main(argv: list[str]) -> int:
+    crds = all_crds()
+    if len(argv) != 1 or argv[0] not in crds:
+        sys.stderr.write(f"usage: python -m api.kube_controller.crds {{{'|'.join(crds)}}}\n")
+        return 2
+    sys.stdout.write(render(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
