@@ -38,7 +38,8 @@ def test_schema_is_structural() -> None:
     crd = crds.all_crds()["globalalerts"]
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     walk(schema, "openAPIV3Schema")
-    assert schema["properties"]["spec"]["properties"]["period"]["nullable"] is True
+    # period and lookback have defaults in the spec model (5m / 10m): optional, typed, never required
+    assert schema["properties"]["spec"]["properties"]["period"]["type"] == "string"
     assert schema["properties"]["spec"]["required"] == ["description", "severity", "dataSet"]
 
 
