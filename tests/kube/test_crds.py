@@ -40,7 +40,7 @@ def test_schema_is_structural() -> None:
     walk(schema, "openAPIV3Schema")
     # period and lookback have defaults in the spec model (5m / 10m): optional, typed, never required
     assert schema["properties"]["spec"]["properties"]["period"]["type"] == "string"
-    assert schema["properties"]["spec"]["required"] == ["description", "severity", "dataSet"]
+    assert sorted(schema["properties"]["spec"]["required"]) == ["dataSet", "description", "severity"]
 
 
 def test_main_rejects_unknown_kind(capsys: pytest.CaptureFixture[str]) -> None:
