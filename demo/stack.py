@@ -23,7 +23,7 @@ import yaml
 from demo.assets import JOB_COLLECTOR, JOB_COLLECTOR_HEALTH, JOB_EVALUATOR, RULES_FILE
 from demo.samples import ALERT_NAME, GLOBAL_ALERT, flow_logs, ndjson
 from demo.topology import Topology
-from tests.fixtures.services import (
+from devstack.services import (
     LOOPBACK,
     AlertmanagerServer,
     ManagedProcess,

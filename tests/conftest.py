@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devstack.netns import Netns, netns_support
+from devstack.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
 from tests.fixtures.kube import KubeCluster, KubeTestApiserver, env_kubeconfig
-from tests.fixtures.netns import Netns, netns_support
-from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,7 @@ import yaml
 
 from api.ctl.main import main as ctl
 from api.ctl.resources import UsageError, resource_type
-from tests.api.conftest import EvaluatorProcess
-from tests.api.test_api_samples import TEMPLATE_NAMES
+from tests.api.support import TEMPLATE_NAMES, EvaluatorProcess
 
 ALERTS_YAML = """
 apiVersion: projectcalico.org/v3

@@ -4,7 +4,6 @@ scheduler started by the app's lifespan."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,12 +18,10 @@ from prometheus_client import CollectorRegistry
 from api.app import create_app
 from api.db import make_engine, migrate
 from api.settings import Settings
+from devstack.services import free_port
 from evaluator.events import Event, SqlEventStore, events_table, rfc3339
 from evaluator.logstore import insert_records
-from tests.fixtures.services import free_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "evaluator" / "engine"))
-from engine_data import audit, flow  # noqa: E402
+from tests.evaluator.engine.engine_data import audit, flow  # noqa: E402
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 MIN = timedelta(minutes=1)

@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 from api.store import SqlAlertRepository
 from evaluator.alerts import AlertStatus, ErrorCondition
 from evaluator.events import Event, SqlEventStore
-from tests.api.conftest import EvaluatorProcess, make_client
-from tests.api.test_api_crud import alert
+from tests.api.support import EvaluatorProcess, alert, make_client
 
 CHROMIUM = Path("/usr/bin/chromium")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

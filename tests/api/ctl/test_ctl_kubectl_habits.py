@@ -15,7 +15,7 @@ from api.ctl.events import since_time
 from api.ctl.main import main as ctl
 from api.ctl.output import OutputError, check_output, render_template
 from evaluator.events import Event, SqlEventStore
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
