@@ -41,7 +41,7 @@ def free_port(host: str = LOOPBACK) -> int:
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """GET ``url``; returns (status, body) for any HTTP answer, raises OSError when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback test URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback test URLs only
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -56,7 +56,7 @@ def wait_until(predicate: Any, *, timeout: float, interval: float = 0.1, what: s
             result = predicate()
             if result:
                 return result
-        except Exception as err:  # noqa: BLE001 - retried until the deadline, reported then
+        except Exception as err:  # retried until the deadline, reported then
             last_error = err
         time.sleep(interval)
     detail = f" (last error: {last_error})" if last_error else ""
@@ -69,7 +69,7 @@ class ManagedProcess:
     def __init__(self, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.argv = list(argv)
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             self.argv,
             stdout=self._log,
@@ -355,7 +355,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > WEBHOOK_MAX_BODY:
                     self.send_error(413, "body too large")
@@ -372,7 +372,7 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
+            def log_message(self, format: str, *args: Any) -> None:  # base class signature
                 pass
 
         self._server = ThreadingHTTPServer((host, port), Handler)

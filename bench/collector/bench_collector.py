@@ -146,7 +146,7 @@ def ksoftirqd_cpu_ns(cpu: int) -> float:
 class Collector:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")
         argv = [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(self.port), "--ttl", "600", *args]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -35,7 +35,7 @@ class OpenSearchEventStore:
             response = self._client.bulk(
                 body="\n".join(lines) + "\n", refresh="wait_for", request_timeout=self._timeout
             )
-        except Exception as exc:  # noqa: BLE001 - every client failure means the events are not there
+        except Exception as exc:  # every client failure means the events are not there
             raise StoreError(f"OpenSearch event index {self._index}: bulk write failed: {exc}") from exc
         added = 0
         failures: list[str] = []
@@ -72,7 +72,7 @@ class OpenSearchEventStore:
         }
         try:
             response = self._client.search(index=self._index, body=body, request_timeout=self._timeout)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise StoreError(f"OpenSearch event index {self._index}: search failed: {exc}") from exc
         if response.get("timed_out") or int((response.get("_shards") or {}).get("failed") or 0):
             raise StoreError(f"OpenSearch event index {self._index}: partial answer (timed out or shards failed)")

@@ -214,7 +214,7 @@ class Scheduler:
             result = run(
                 spec, Window.ending_at(scheduled, spec.lookback), self._log_store, bucket_cap=self.config.bucket_cap
             )
-        except Exception as exc:  # noqa: BLE001 - any failure of a run is the alert's error, never the process's
+        except Exception as exc:  # any failure of a run is the alert's error, never the process's
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
             self._fail(claim, stored, exc)
             return
@@ -478,7 +478,7 @@ class Scheduler:
                 due = self.earliest_due()
                 if due is not None:
                     wait = min(wait, max(0.01, (due - utc(self._clock())).total_seconds()))
-            except Exception:  # noqa: BLE001 - the database may be away; keep trying with back-off
+            except Exception:  # the database may be away; keep trying with back-off
                 failures += 1
                 wait = min(60.0, self.config.poll_interval * 2**failures)
                 log.exception("scheduler step failed (retrying in %.1fs)", wait)

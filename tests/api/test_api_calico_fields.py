@@ -18,7 +18,7 @@ from api.app import create_app
 from api.db import make_engine, migrate
 from api.settings import Settings
 from evaluator.events import Event, EventQuery, SqlEventStore, rfc3339
-from tests.evaluator.engine.engine_data import flow  # noqa: E402
+from tests.evaluator.engine.engine_data import flow
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "calico" / "globalalert-sample.yaml"
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -16,7 +16,7 @@ import pytest
 from api.ctl.main import main as ctl
 from devstack.services import free_port, http_get, wait_until
 from evaluator.events import rfc3339
-from tests.evaluator.engine.engine_data import dns  # noqa: E402
+from tests.evaluator.engine.engine_data import dns
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVALUATOR = Path(sys.executable).with_name("policywatch-evaluator")

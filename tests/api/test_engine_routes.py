@@ -21,7 +21,7 @@ from api.settings import Settings
 from devstack.services import free_port
 from evaluator.events import Event, SqlEventStore, events_table, rfc3339
 from evaluator.logstore import insert_records
-from tests.evaluator.engine.engine_data import audit, flow  # noqa: E402
+from tests.evaluator.engine.engine_data import audit, flow
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 MIN = timedelta(minutes=1)

@@ -20,11 +20,11 @@ class Files:
     def __init__(self, chart_dir: Path) -> None:
         self._dir = chart_dir
 
-    def Get(self, path: str) -> str:  # noqa: N802 - Helm's name
+    def Get(self, path: str) -> str:  # Helm's name
         target = self._dir / path
         return target.read_text() if target.is_file() else ""
 
-    def Glob(self, pattern: str) -> dict[str, str]:  # noqa: N802 - Helm's name
+    def Glob(self, pattern: str) -> dict[str, str]:  # Helm's name
         paths = sorted(
             str(p.relative_to(self._dir)) for p in self._dir.rglob("*") if p.is_file() and "templates" not in p.parts
         )
