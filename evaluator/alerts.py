@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from evaluator import query
 from evaluator.durations import format_go_duration
+from evaluator.events import rfc3339
 from evaluator.query import schema
 from evaluator.query.ast import walk
 from evaluator.spec import (
@@ -122,9 +123,7 @@ class AlertStatus:
 
 
 def _rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat().replace("+00:00", "Z")
+    return None if value is None else rfc3339(value)
 
 
 class KeyInfo(Protocol):

@@ -43,8 +43,10 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def rfc3339(value: datetime) -> str:
-    return utc(value).isoformat().replace("+00:00", "Z")
+def rfc3339(value: datetime, *, timespec: str = "auto") -> str:
+    """``value`` in UTC as RFC 3339 with a ``Z``: microseconds kept where present (events, status), or
+    ``timespec="seconds"`` where Kubernetes metadata has whole seconds (``creationTimestamp``)."""
+    return utc(value).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
