@@ -124,6 +124,10 @@ def test_unknown_key_says_which_data_set_has_it() -> None:
         ("audit", "level IN {request*}", "level IN {Request, RequestResponse}"),
         ("flows", "proto NOTIN {icmp*}", "proto NOTIN {icmp, icmp6}"),
         ("dns", "qname IN {*.Example.com, 'a.b'}", "qname IN {*.example.com, a.b}"),
+        # The README's label example: bare words may hold "-" as Kubernetes names do; the canonical text quotes them.
+        ("dns", '"servers.labels.k8s-app" = kube-dns', '"servers.labels.k8s-app" = "kube-dns"'),
+        ("dns", "servers.labels.k8s-app = kube-dns", '"servers.labels.k8s-app" = "kube-dns"'),
+        ("dns", "qname IN {kube-*, coredns}", 'qname IN {"kube-*", coredns}'),
         ("flows", "dest_port IN {80, 443, 80}", "dest_port IN {80, 443}"),
     ],
 )
