@@ -62,6 +62,8 @@ async def alerts_page(request: Request, services: ServicesDep) -> Response:
     if resolution.viewer is None:
         return _signin(request, services, resolution.problem)
     filters, errors = parse_filters(dict(request.query_params))
+    if not errors and any(not value for _, value in request.query_params.multi_items()):
+        return RedirectResponse(filters.url(), status_code=303)  # the form's empty fields: a short link to share
     try:
         alerts, more, events = await run_in_threadpool(_load, services, filters)
     except StoreError as exc:

@@ -256,7 +256,7 @@ def _filters_form(filters: Filters, alert_names: Sequence[str]) -> str:
         + field("severity from", box("sevmin", "1", 4))
         + field("to", box("sevmax", "100", 4))
         + field("last", _select("last", [("", "any time"), *((k, k) for k in LAST)], filters.last))
-        + field("since (RFC 3339)", box("since", "2026-01-02T03:04:05Z", 22))
+        + field("since (RFC 3339)", box("since", "e.g. 2026-01-02T03:04:05Z", 22))
         + field("until", box("until", "", 22))
         + field("show", _select("show", [(s, s) for s in SHOW], filters.show))
         + field("refresh (s)", _select("refresh", [(r, r) for r in REFRESH], filters.refresh))

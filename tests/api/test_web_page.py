@@ -111,6 +111,12 @@ def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_ur
     assert '<input id="f-sevmin" name="sevmin" value="50"' in body
 
 
+def test_the_forms_empty_fields_redirect_to_a_short_link(sqlite_client: TestClient) -> None:
+    form = {"alert": "a", "dataset": "", "sevmin": "50", "sevmax": "", "since": "", "show": "open", "refresh": "60"}
+    answer = sqlite_client.get("/ui", params=form, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui?alert=a&sevmin=50"
+
+
 def test_bad_filters_are_named_not_500(sqlite_client: TestClient) -> None:
     page = sqlite_client.get("/ui", params={"sevmin": "high", "dataset": "<x>", "since": "soon", "show": "x"})
     assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
