@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -36,13 +38,28 @@ def html(body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status_code, headers=render.HEADERS)
 
 
-def _load(services: Services, filters: Filters) -> tuple[list[render.Row], bool, EventPage]:
-    alerts, more = services.stores[GLOBAL_ALERT.kind].list_page(limit=MAX_ALERTS)
+@dataclass(frozen=True, slots=True)
+class PageData:
+    alerts: list[render.Row]
+    more_alerts: bool
+    events: EventPage
+    specs: dict[str, Mapping[str, Any]]  # of every alert shown or named by a shown event; absent: deleted
+
+
+def _load(services: Services, filters: Filters) -> PageData:
+    store = services.stores[GLOBAL_ALERT.kind]
+    alerts, more = store.list_page(limit=MAX_ALERTS)
+    specs: dict[str, Mapping[str, Any]] = {s.name: s.spec for s, _ in alerts}
     dataset_alerts = None
     if filters.dataset:
-        dataset_alerts = tuple(s.name for s, _ in alerts if s.spec.get("dataSet") == filters.dataset)
-    query = filters.event_query(dataset_alerts=dataset_alerts, now=datetime.now(UTC))
-    return alerts, more, services.runtime.events.search(query)
+        every = store.list_page()[0] if more else alerts  # the filter sees all GlobalAlerts, not the first page
+        dataset_alerts = tuple(s.name for s, _ in every if s.spec.get("dataSet") == filters.dataset)
+    events = services.runtime.events.search(filters.event_query(dataset_alerts=dataset_alerts, now=datetime.now(UTC)))
+    for name in {e.alert for e in events.items} - specs.keys():
+        found = store.get(name)
+        if found is not None:
+            specs[name] = found.spec
+    return PageData(alerts, more, events, specs)
 
 
 def _signin(request: Request, services: Services, problem: str | None, status_code: int = 200) -> HTMLResponse:
@@ -65,15 +82,16 @@ async def alerts_page(request: Request, services: ServicesDep) -> Response:
     if not errors and any(not value for _, value in request.query_params.multi_items()):
         return RedirectResponse(filters.url(), status_code=303)  # the form's empty fields: a short link to share
     try:
-        alerts, more, events = await run_in_threadpool(_load, services, filters)
+        data = await run_in_threadpool(_load, services, filters)
     except StoreError as exc:
         return html(render.message_page("store unavailable", str(exc)), 503)
     page = render.alerts_page(
         viewer=resolution.viewer,
-        alerts=alerts,
-        more_alerts=more,
+        alerts=data.alerts,
+        more_alerts=data.more_alerts,
         max_alerts=MAX_ALERTS,
-        events=events,
+        events=data.events,
+        specs=data.specs,
         filters=filters,
         errors=errors,
         alertmanager_url=services.settings.alertmanager_url,

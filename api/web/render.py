@@ -282,11 +282,11 @@ def alerts_page(
     more_alerts: bool,
     max_alerts: int,
     events: EventPage,
+    specs: Mapping[str, Mapping[str, Any]],
     filters: Filters,
     errors: Sequence[str],
     alertmanager_url: str | None,
 ) -> str:
-    specs = {stored.name: stored.spec for stored, _ in alerts}
     alert_rows = [_alert_row(stored, status, filters, alertmanager_url) for stored, status in alerts]
     alert_headers = (
         *("name", "health", "dataSet", "severity", "period", "active", "executionState"),
@@ -315,7 +315,7 @@ def alerts_page(
         "<header><h1>policywatch: Alerts</h1>"
         f'<span id="viewer">{text(viewer.name)} ({role}) {signout}</span></header>'
         f'<h2>GlobalAlerts</h2><div id="alerts">{alerts_html}</div>'
-        f"<h2>Events</h2>{errors_html}{_filters_form(filters, list(specs))}"
+        f"<h2>Events</h2>{errors_html}{_filters_form(filters, [stored.name for stored, _ in alerts])}"
         f'{_paging(filters, events)}<div id="events">{events_html}</div>'
     )
     return document("policywatch: Alerts", body, refresh_url=filters.url(), refresh=filters.refresh)

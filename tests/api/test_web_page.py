@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from api.routes import web
 from api.store import SqlAlertRepository
 from api.web.session import COOKIE, SessionKeys
 from evaluator.alerts import AlertStatus, ErrorCondition
@@ -115,6 +116,19 @@ def test_the_forms_empty_fields_redirect_to_a_short_link(sqlite_client: TestClie
     form = {"alert": "a", "dataset": "", "sevmin": "50", "sevmax": "", "since": "", "show": "open", "refresh": "60"}
     answer = sqlite_client.get("/ui", params=form, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/ui?alert=a&sevmin=50"
+
+
+def test_alerts_beyond_the_first_page_are_not_taken_for_deleted(
+    sqlite_client: TestClient, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "MAX_ALERTS", 1)
+    assert sqlite_client.post("/globalalerts", json=alert("a-first")).status_code == 201
+    assert sqlite_client.post("/globalalerts", json=dns_alert("b-second")).status_code == 201
+    add_events(sqlite_url, event("b-second", "dns fired"), event("a-first", "flows fired", 1))
+    body = sqlite_client.get("/ui").text
+    assert 'data-alert="b-second"' not in body and "Only the first 1 GlobalAlerts" in body
+    assert "(deleted)" not in body and '<a href="/ui?alert=b-second">b-second</a>' in body
+    assert "dns fired<details>" in sqlite_client.get("/ui", params={"dataset": "dns"}).text
 
 
 def test_bad_filters_are_named_not_500(sqlite_client: TestClient) -> None:
