@@ -12,6 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from api.server import main
 from api.web.session import COOKIE
 from evaluator.events import Event, SqlEventStore
 from tests.api.conftest import EvaluatorProcess
@@ -64,6 +65,8 @@ def test_proxy_header_from_elsewhere_is_ignored(evaluator: EvaluatorProcess) -> 
     assert page.status_code == 200 and 'action="/ui/signin"' in page.text and "judy" not in page.text
 
 
-def test_a_bad_proxy_address_is_refused_at_start(evaluator: EvaluatorProcess) -> None:
-    with pytest.raises(RuntimeError, match="trusted proxy address 'proxy.example': expected an address or CIDR"):
-        start_secured(evaluator, *PROXY, "--trusted-proxy-addresses", "proxy.example")
+def test_bad_sign_in_settings_are_refused_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*PROXY, "--trusted-proxy-addresses", "10.0.0.0/8,proxy.example"]) == 2
+    assert "trusted proxy address 'proxy.example': expected an address or CIDR" in capsys.readouterr().err
+    assert main(["--session-lifetime", "0s"]) == 2
+    assert "session lifetime '0s' must be positive" in capsys.readouterr().err
