@@ -38,6 +38,10 @@ OVERRIDES = (
     "log_store",
     "event_store",
     "opensearch_url",
+    "trusted_proxy_header",
+    "trusted_proxy_addresses",
+    "trusted_proxy_role",
+    "session_lifetime",
 )
 
 
@@ -54,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 1 MiB)")
     parser.add_argument("--no-migrate", action="store_true", help="do not migrate the database at start")
+    parser.add_argument("--trusted-proxy-header", help="Alerts page: user header of an auth proxy (X-Forwarded-User)")
+    parser.add_argument("--trusted-proxy-addresses", help="addresses/CIDRs that header is believed from (loopback)")
+    parser.add_argument("--trusted-proxy-role", choices=("read", "write"), help="role of proxy users (default read)")
+    parser.add_argument("--session-lifetime", help="Alerts page sign-in lifetime, a duration (default 12h)")
     engine = parser.add_argument_group("alert engine")
     engine.add_argument(
         "--scheduler",

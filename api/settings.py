@@ -15,7 +15,7 @@ import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -44,6 +44,13 @@ class Settings(EngineSettings):
     dns_logs_flush_interval: str = Field(default="5m", description="Felix dnsLogsFlushInterval (lookback warning)")
     audit_logs_flush_interval: str = Field(default="30s", description="audit log flush interval (lookback warning)")
     migrate: bool = Field(default=True, description="run database migrations at start")
+    # The Alerts page's sign-in (api/web/): cookie sessions, and optionally an authenticating proxy's user header.
+    session_lifetime: str = Field(default="12h", description="how long an Alerts page sign-in lasts")
+    trusted_proxy_header: str | None = Field(default=None, description="e.g. X-Forwarded-User (oauth2-proxy)")
+    trusted_proxy_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("127.0.0.1/32", "::1/128"), description="addresses (CIDR) whose trusted_proxy_header is believed"
+    )
+    trusted_proxy_role: Literal["read", "write"] = Field(default="read", description="role of proxy-named users")
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -51,6 +58,30 @@ class Settings(EngineSettings):
         if isinstance(value, str):
             # Commas or any whitespace: a Kubernetes Secret often ends with a newline, or lists one per line.
             return tuple(t for t in re.split(r"[,\s]+", value) if t)
+        return value
+
+    @field_validator("trusted_proxy_addresses", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(t for t in re.split(r"[,\s]+", value) if t)
+        if isinstance(value, tuple | list):
+            for network in value:
+                try:
+                    ipaddress.ip_network(str(network), strict=False)
+                except ValueError:
+                    raise ValueError(f"trusted proxy address {network!r}: expected an address or CIDR") from None
+        return value
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _lifetime(cls, value: str) -> str:
+        try:
+            parsed = parse_go_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from exc
+        if parsed <= timedelta(0):
+            raise ValueError(f"session lifetime {value!r} must be positive")
         return value
 
     @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.db import make_engine, migrate
-from tests.api.support import EvaluatorProcess, make_client
+from tests.api.support import make_client
 
 
 @pytest.fixture
@@ -48,12 +48,3 @@ def engine_for(db_url: str) -> Iterator[object]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-def evaluator(tmp_path: Path) -> Iterator[EvaluatorProcess]:
-    process = EvaluatorProcess(tmp_path)
-    try:
-        yield process
-    finally:
-        process.stop()

@@ -175,7 +175,17 @@ def test_events_filters_and_paging(client: TestClient, db_url: str) -> None:
     assert [e["description"] for e in sev["items"]] == ["e2", "e5", "e8"]
     ranged = client.get("/events", params={"since": rfc3339(NOW - 3 * MIN), "until": rfc3339(NOW - MIN)}).json()
     assert [e["description"] for e in ranged["items"]] == ["e2", "e3"]
-    assert set(ranged["items"][0]) == {"type", "time", "alert", "summary", "description", "severity", "record"}
+    assert set(ranged["items"][0]) == {
+        "type",
+        "time",
+        "alert",
+        "summary",
+        "description",
+        "severity",
+        "record",
+        "id",
+        "dismissed",
+    }
     assert client.get("/events", params={"since": "soon"}).status_code == 400
     assert client.get("/events", params={"limit": 0}).status_code == 400
     inverted = client.get("/events", params={"since": rfc3339(NOW), "until": rfc3339(NOW - MIN)})
