@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.faults import install_fault_handlers
 from api.metrics import http_requests_counter, metrics_router
-from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
+from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
 from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
@@ -116,8 +117,10 @@ def create_app(
         return {"status": "ok"}
 
     install_error_handlers(app)
+    install_fault_handlers(app)
     _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

@@ -13,7 +13,7 @@ from api.http import decode_body
 from api.resources import KINDS
 from api.settings import Settings
 from api.store import ObjectStore, SqlAlertRepository
-from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.alerts import DEFAULT_CATALOG, FieldError, QueryCatalog, SpecInvalid
 from evaluator.engine.runtime import EngineRuntime, runtime_for
 
 
@@ -50,7 +50,18 @@ async def get_services(request: Request) -> Services:
 
 async def read_object_body(request: Request) -> Any:
     """The body as one decoded object (JSON, or YAML by Content-Type)."""
-    return decode_body(await request.body(), request.headers.get("content-type"))
+    body = decode_body(await request.body(), request.headers.get("content-type"))
+    _check_resource_version(body)
+    return body
+
+
+def _check_resource_version(body: Any) -> None:
+    """A resourceVersion is ASCII digits: ``"²"`` and ``"١"`` pass ``str.isdigit`` but are no version we issued."""
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    value = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    if isinstance(value, str) and not value.isascii():
+        reason = "must be the resourceVersion string the server returned (ASCII digits)"
+        raise SpecInvalid([FieldError("metadata.resourceVersion", value[:40], reason)])
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
 from api.http import ApiError
+from api.querytypes import QueryTime
 from evaluator.engine.model import StoreError
 from evaluator.events import EventQuery
 
@@ -28,8 +29,8 @@ async def list_events(
     services: ServicesDep,
     alert: Annotated[str | None, Query(max_length=253)] = None,
     severity: Annotated[int | None, Query(ge=1, le=100)] = None,
-    since: Annotated[datetime | None, Query(description="RFC 3339; events at or after")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; events before")] = None,
+    since: Annotated[QueryTime | None, Query(description="RFC 3339; events at or after")] = None,
+    until: Annotated[QueryTime | None, Query(description="RFC 3339; events before")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
