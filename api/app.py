@@ -20,6 +20,7 @@ from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
+from api import health
 from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
@@ -79,7 +80,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     owns_engine = engine is None
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, **settings.engine_options())
     shared = Services(settings=settings, engine=engine, catalog=catalog)
     background = list(service_factory(shared))
 
@@ -111,10 +112,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(metrics_router(registry))
-
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health.router)
 
     install_error_handlers(app)
     install_fault_handlers(app)

@@ -18,16 +18,26 @@ SQLITE_BUSY_TIMEOUT_S = 15
 MIGRATION_LOCK_KEY = 0x706F6C6963790001  # "policy" + 1: this application's advisory lock
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, lock_timeout: float | None = None, pool_timeout: float | None = None, **kwargs: Any
+) -> Engine:
     """An engine with the settings policywatch needs: SQLite with foreign keys on, WAL and a busy
-    timeout (so a status write waiting for a spec write does not fail at once)."""
+    timeout (so a status write waiting for a spec write does not fail at once).
+
+    ``lock_timeout`` (seconds) bounds how long a statement waits for a lock another connection holds
+    (SQLite's busy timeout, PostgreSQL's ``lock_timeout``): past it the request fails with a database
+    error that the API answers 503, instead of holding a connection and a thread for as long as the lock.
+    ``pool_timeout`` (seconds) bounds the wait for a free pooled connection (also answered 503).
+    """
     parsed = make_url(url)
+    memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if pool_timeout is not None and not memory and "poolclass" not in kwargs:
+        kwargs.setdefault("pool_timeout", pool_timeout)
     if parsed.get_backend_name() == "sqlite":
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("check_same_thread", False)
-        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S if lock_timeout is None else lock_timeout)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
-        memory = parsed.database in (None, "", ":memory:")
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,6 +49,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if lock_timeout is not None and parsed.get_backend_name() == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        options = connect_args.get("options", "")
+        connect_args["options"] = f"{options} -c lock_timeout={max(1, round(lock_timeout * 1000))}".strip()
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 

@@ -44,6 +44,12 @@ class Settings(EngineSettings):
     dns_logs_flush_interval: str = Field(default="5m", description="Felix dnsLogsFlushInterval (lookback warning)")
     audit_logs_flush_interval: str = Field(default="30s", description="audit log flush interval (lookback warning)")
     migrate: bool = Field(default=True, description="run database migrations at start")
+    database_lock_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a database lock before a 503"
+    )
+    database_pool_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a free database connection before a 503"
+    )
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -91,6 +97,10 @@ class Settings(EngineSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.read_tokens or self.write_tokens)
+
+    def engine_options(self) -> dict[str, float]:
+        """Keyword arguments of ``api.db.make_engine`` for the API's database."""
+        return {"lock_timeout": self.database_lock_timeout, "pool_timeout": self.database_pool_timeout}
 
     def flush_intervals(self) -> dict[str, timedelta]:
         return {
