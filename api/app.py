@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
+from api import health
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
-from api import health
 from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
