@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 import migrations
@@ -55,6 +56,38 @@ def make_engine(
         connect_args["options"] = f"{options} -c lock_timeout={max(1, round(lock_timeout * 1000))}".strip()
         kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
+
+
+class ReadOnlyDatabase(Exception):
+    """The database answers reads but refuses writes (a read-only file, directory or connection)."""
+
+
+def check_writable(url: str) -> None:
+    """Refuse a SQLite database this process cannot write, at start: otherwise reads are served and every
+    write is a 503 "retry later" that no retry can cure. The probe writes a row's value back in a
+    transaction that is rolled back, so nothing changes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                connection.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+    except OperationalError as exc:
+        reason = str(exc.orig or exc)
+        if "readonly" in reason or "read-only" in reason or "unable to open" in reason:
+            raise ReadOnlyDatabase(
+                f"the SQLite database {parsed.database} is read-only for this process ({reason}): make the file "
+                "and its directory writable (WAL needs its -wal and -shm files beside it), or point "
+                "--database-url at a writable file"
+            ) from None
+        raise
+    finally:
+        engine.dispose()
 
 
 def alembic_config(url: str) -> Config:

@@ -52,7 +52,7 @@ class ApiError(Exception):
 
 def redact_db_details(message: str) -> str:
     """``message`` without database hosts, ports, users and URLs (``connection to server at "db" ... user "x"``)."""
-    return _DB_DETAILS.sub("[database]", message)
+    return _DB_DETAILS.sub("[redacted]", message)
 
 
 def status_body(status_code: int, reason: str, message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
