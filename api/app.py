@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from api import health
@@ -19,13 +19,15 @@ from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
-from api.metrics import http_requests_counter, metrics_router
+from api.metrics import app_registry, http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
 from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
+from api.store import SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.engine.runtime import EngineRuntime
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -74,14 +76,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     catalog: QueryCatalog = DEFAULT_CATALOG,
     service_factory: ServiceFactory = default_services,
 ) -> FastAPI:
     settings = settings or Settings()
     owns_engine = engine is None
     engine = engine or make_engine(settings.database_url, **settings.engine_options())
-    shared = Services(settings=settings, engine=engine, catalog=catalog)
+    registry = registry if registry is not None else app_registry()
+    runtime = EngineRuntime(engine, SqlAlertRepository(engine), settings=settings, registry=registry)
+    shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog)
     background = list(service_factory(shared))
 
     @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ from api.http import ApiError
 from api.resources import GLOBAL_ALERT, StoredObject
 from evaluator.alerts import AlertStatus
 from evaluator.engine.model import StoreError
-from evaluator.engine.runtime import runtime_for
 from evaluator.events import Event, EventPage, EventQuery, rfc3339
 
 router = APIRouter(tags=["web"])
@@ -122,8 +121,7 @@ def render_page(*, alerts: list[Row], more_alerts: bool, events: EventPage, aler
 
 def _load(services: Services, alert: str | None) -> tuple[list[Row], bool, EventPage]:
     alerts, more = services.stores[GLOBAL_ALERT.kind].list_page(limit=MAX_ALERTS)
-    runtime = runtime_for(services.engine, services.repository)
-    events = runtime.events.search(EventQuery(alert=alert, limit=EVENTS_SHOWN))
+    events = services.runtime.events.search(EventQuery(alert=alert, limit=EVENTS_SHOWN))
     return alerts, more, events
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 from sqlalchemy.dialects import postgresql, sqlite
 
 from evaluator.alerts import AlertStatus, ErrorCondition
@@ -37,7 +38,7 @@ from evaluator.engine import state
 from evaluator.engine.execute import DEFAULT_BUCKET_CAP, run
 from evaluator.engine.instances import track
 from evaluator.engine.logstore import LogStore
-from evaluator.engine.metrics import EngineMetrics, engine_metrics
+from evaluator.engine.metrics import EngineMetrics
 from evaluator.engine.model import BucketCapReached, StoreError, Window
 from evaluator.engine.notify import Notification, Notifier, NotifyError, notifications_for, resolved_notifications
 from evaluator.engine.tables import alert_runs, alert_schedule
@@ -110,7 +111,7 @@ class Scheduler:
         self._event_sink = event_sink  # a copy of the events elsewhere (OpenSearch), written after commit
         self.config = config or SchedulerConfig()
         self._clock = clock
-        self._metrics = metrics or engine_metrics()
+        self._metrics = metrics or EngineMetrics(CollectorRegistry())  # unexposed unless one is passed
         self.owner = owner or default_owner()
         self._alerts: dict[str, StoredAlert] = {}
         self._last_sync = float("-inf")
