@@ -54,7 +54,10 @@ class SqlLogStore:
         except sa.exc.DBAPIError as exc:
             # The driver's text names the database host and user: logged here, never passed to clients.
             log.warning("embedded log store query failed: %s", exc.orig or exc)
-            raise StoreError(f"the embedded log store cannot answer now ({type(exc.orig or exc).__name__})") from exc
+            database = self._engine.url.database or "in memory"
+            raise StoreError(
+                f"the embedded log store (database {database}) cannot answer now ({type(exc.orig or exc).__name__})"
+            ) from exc
 
     def aggregate(
         self,
