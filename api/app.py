@@ -11,19 +11,23 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from api import health
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.metrics import http_requests_counter, metrics_router
-from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
+from api.faults import install_fault_handlers
+from api.metrics import app_registry, http_requests_counter, metrics_router
+from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
 from api.routes import alerts, datasets, dryrun, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
+from api.store import SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.engine.runtime import EngineRuntime
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -72,14 +76,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     catalog: QueryCatalog = DEFAULT_CATALOG,
     service_factory: ServiceFactory = default_services,
 ) -> FastAPI:
     settings = settings or Settings()
     owns_engine = engine is None
-    engine = engine or make_engine(settings.database_url)
-    shared = Services(settings=settings, engine=engine, catalog=catalog)
+    engine = engine or make_engine(settings.database_url, **settings.engine_options())
+    registry = registry if registry is not None else app_registry()
+    runtime = EngineRuntime(engine, SqlAlertRepository(engine), settings=settings, registry=registry)
+    shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog)
     background = list(service_factory(shared))
 
     @contextlib.asynccontextmanager
@@ -110,14 +116,13 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(metrics_router(registry))
-
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health.router)
 
     install_error_handlers(app)
+    install_fault_handlers(app)
     _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

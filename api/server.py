@@ -18,8 +18,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
-from api.db import migrate
-from api.settings import Settings
+from api.db import ReadOnlyDatabase, check_writable, migrate
+from api.settings import Settings, check_resolvable
 
 log = logging.getLogger("policywatch.evaluator")
 
@@ -97,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"]) or "settings"
-            print(f"policywatch-evaluator: {where}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"policywatch-evaluator: {where}: {message}", file=sys.stderr)
+        return 2
+    try:
+        check_resolvable(settings.host)
+    except ValueError as exc:
+        print(f"policywatch-evaluator: host: {exc}", file=sys.stderr)
         return 2
     if settings.migrate:
         try:
@@ -105,9 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # any driver error: say which database and why, then stop
             print(f"policywatch-evaluator: cannot migrate {_safe_url(settings.database_url)}: {exc}", file=sys.stderr)
             return 1
+    try:
+        check_writable(settings.database_url)
+    except ReadOnlyDatabase as exc:
+        print(f"policywatch-evaluator: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings)
     scheme = "https" if settings.tls_cert_file else "http"
-    log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("serving on %s://%s:%d", scheme, shown, settings.port)
     uvicorn.run(
         app,
         host=settings.host,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -51,6 +53,12 @@ class Settings(EngineSettings):
         default=("127.0.0.1/32", "::1/128"), description="addresses (CIDR) whose trusted_proxy_header is believed"
     )
     trusted_proxy_role: Literal["read", "write"] = Field(default="read", description="role of proxy-named users")
+    database_lock_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a database lock before a 503"
+    )
+    database_pool_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a free database connection before a 503"
+    )
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -83,6 +91,11 @@ class Settings(EngineSettings):
         if parsed <= timedelta(0):
             raise ValueError(f"session lifetime {value!r} must be positive")
         return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return listen_address(value)
 
     @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")
     @classmethod
@@ -117,11 +130,17 @@ class Settings(EngineSettings):
         for path in (self.tls_cert_file, self.tls_key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            check_tls_pair(self.tls_cert_file, self.tls_key_file)
         return self
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.read_tokens or self.write_tokens)
+
+    def engine_options(self) -> dict[str, float]:
+        """Keyword arguments of ``api.db.make_engine`` for the API's database."""
+        return {"lock_timeout": self.database_lock_timeout, "pool_timeout": self.database_pool_timeout}
 
     def flush_intervals(self) -> dict[str, timedelta]:
         return {
@@ -129,6 +148,63 @@ class Settings(EngineSettings):
             "dns": parse_go_duration(self.dns_logs_flush_interval),
             "audit": parse_go_duration(self.audit_logs_flush_interval),
         }
+
+
+def listen_address(host: str) -> str:
+    """``host`` as the server binds it: ``[::1]`` (URL form) is ``::1``."""
+    address = host.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not address:
+        raise ValueError("an empty address; use e.g. 127.0.0.1, ::1 or 0.0.0.0")
+    return address
+
+
+def check_resolvable(host: str) -> None:
+    """A name to listen on must resolve (checked at start, before migrating: not in ``Settings``, which
+    tests build for names this machine may not resolve)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(
+            f"cannot listen on {host!r}: not an IP address, and the name does not resolve ({exc}); "
+            "use e.g. 127.0.0.1, ::1 or 0.0.0.0"
+        ) from None
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """Load the certificate and key as the server will, so a bad pair is one line at start, not a
+    traceback after migrating and announcing HTTPS."""
+    try:
+        cert_text = cert.read_text(encoding="utf-8", errors="replace")
+        key_text = key.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"TLS files {cert} / {key} cannot be read: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
+        raise ValueError(f"--tls-cert-file {cert} is not a PEM certificate (no '-----BEGIN CERTIFICATE-----' line)")
+    if "PRIVATE KEY-----" not in key_text:
+        raise ValueError(f"--tls-key-file {key} is not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----' line)")
+    if "ENCRYPTED" in key_text:
+        raise ValueError(f"--tls-key-file {key} is encrypted; give the unencrypted key (openssl pkey -in KEY -out NEW)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"TLS key {key} is not the private key of certificate {cert}") from None
+        which = "key" if "KEY" in reason or "PRIVATE" in reason else "certificate or key"
+        raise ValueError(
+            f"TLS {which} cannot be loaded ({reason}): --tls-cert-file {cert} must be a PEM certificate and "
+            f"--tls-key-file {key} its PEM private key (unencrypted)"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"TLS files {cert} / {key} cannot be read: {exc.strerror or exc}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep
 from api.http import ApiError, decode_body
+from api.querytypes import QueryTime
 from api.security import principal_name
 from evaluator.engine.model import StoreError
 from evaluator.events import Dismissal, Event, EventQuery
@@ -37,8 +38,8 @@ async def list_events(
     services: ServicesDep,
     alert: Annotated[str | None, Query(max_length=253)] = None,
     severity: Annotated[int | None, Query(ge=1, le=100)] = None,
-    since: Annotated[datetime | None, Query(description="RFC 3339; events at or after")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; events before")] = None,
+    since: Annotated[QueryTime | None, Query(description="RFC 3339; events at or after")] = None,
+    until: Annotated[QueryTime | None, Query(description="RFC 3339; events before")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     dismissed: Annotated[bool | None, Query(description="true: only dismissed; false: only open")] = None,

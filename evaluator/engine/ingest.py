@@ -60,6 +60,9 @@ def parse_lines(dataset: str, lines: Iterable[str], result: IngestResult) -> lis
         except RecursionError:
             result.errors.append(LineError(number, "", "JSON nested too deeply to be a log record"))
             continue
+        except ValueError as exc:  # an integer literal over CPython's 4,300-digit limit
+            result.errors.append(LineError(number, "", f"not a log record: {exc}"))
+            continue
         if isinstance(record, dict) and len(record) == 1 and next(iter(record)) in _ACTIONS:
             continue
         try:
