@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.ingest import is_ingest_path
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
-from api.routes import alerts, datasets, dryrun, events, web
+from api.routes import alerts, datasets, dryrun, esbulk, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     dryrun.router,
     web.router,
+    esbulk.router,
 ]
 
 
@@ -118,6 +120,11 @@ def create_app(
     install_error_handlers(app)
     _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    ingest_max = settings.ingest_max_bytes
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        limit_for=lambda path: ingest_max if is_ingest_path(path) else None,
+    )
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

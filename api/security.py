@@ -2,10 +2,14 @@
 
 Two roles: read (GET, HEAD, OPTIONS) and write (every method; implies read). With no tokens configured
 (the loopback-only default) every request passes. Liveness, metrics and the API description stay open.
+The token comes as ``Authorization: Bearer TOKEN``, or as the password of ``Authorization: Basic`` (what
+Elasticsearch log shippers send; any user name).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Iterable
 
@@ -15,7 +19,7 @@ from api.http import ApiError
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="policywatch"'}
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="policywatch", Basic realm="policywatch"'}
 
 
 class Unauthorized(ApiError):
@@ -29,7 +33,7 @@ async def authorize(request: Request) -> None:
         return
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
-        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN)")
+        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN, or Basic with the token as password)")
     can_write = _member(token, settings.write_tokens)
     if not (can_write or _member(token, settings.read_tokens)):
         raise Unauthorized("unknown bearer token")
@@ -42,7 +46,18 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    if scheme.lower() == "basic" and token:
+        return _basic_password(token)
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _basic_password(credentials: str) -> str | None:
+    """The password of Basic credentials (the user name when the password is empty)."""
+    try:
+        user, _, password = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return password or user or None
 
 
 def _member(token: str, tokens: Iterable[str]) -> bool:

@@ -1,7 +1,8 @@
 """``policywatchctl ingest --dataset D FILE``: send NDJSON log records to ``POST /datasets/D/_bulk``.
 
 The file goes in chunks cut at line boundaries (each under the server's body limit), with a progress bar
-on stderr; bad lines are reported with their line number in the file, good lines are kept.
+on stderr; bad lines are reported with their line number in the file, good lines are kept. Each chunk is
+stored whole by the server, and a chunk sent again stores nothing twice, so rerunning after a failure is safe.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def run_ingest(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
                 body: Any = response.json()
             except ValueError:
                 body = response.text
-            if response.status_code >= 400 or not isinstance(body, dict):
+            # 400 with a per-line report: none of the chunk's lines could be stored; the others go on.
+            report = isinstance(body, dict) and isinstance(body.get("errors"), list) and "ingested" in body
+            if not report or (response.status_code >= 400 and response.status_code != 400):
                 raise ClientError(error_text(response.status_code, body), status=response.status_code)
             ingested += int(body["ingested"])
             failed += int(body["failed"])
