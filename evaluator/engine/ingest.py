@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from evaluator.logstore import Keyed, Outcome, RecordInvalid, record_to_rows, write_keyed
 from evaluator.logstore.tables import MAX_DOCUMENT_ID_BYTES, RecordRows, check_record_text
+from evaluator.logstore.writer import lock_for_write
 from evaluator.vocabulary import DATASETS
 
 ACTIONS = ("index", "create", "update", "delete")
@@ -311,7 +312,6 @@ def store_documents(
     documents: Sequence[Document],
     *,
     lock_timeout: float | None = None,
-    on_transaction: Callable[[sa.Connection], None] | None = None,
 ) -> None:
     """Store the valid documents in one transaction and set each one's outcome; nothing is stored on error.
 
@@ -331,8 +331,7 @@ def store_documents(
             with engine.begin() as conn:
                 restore = _bound_lock_wait(conn, lock_timeout)
                 try:
-                    if on_transaction is not None:
-                        on_transaction(conn)
+                    lock_for_write(conn)
                     outcomes: dict[int, Outcome] = {}
                     for dataset, group in sorted(by_dataset.items()):
                         keyed = [

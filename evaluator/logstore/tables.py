@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -203,6 +204,13 @@ Converter = Callable[[Any, int], Any]
 
 
 def _stored_form(spec: FieldSpec, value: Any) -> Any:
+    if spec.type is FieldType.IP and isinstance(value, str) and ":" not in value:
+        try:  # IPv4 in C; the same canonical text and key as through ipaddress
+            packed = socket.inet_pton(socket.AF_INET, value.strip())
+        except OSError:
+            pass
+        else:
+            return socket.inet_ntop(socket.AF_INET, packed), "4" + packed.hex()
     if spec.type is FieldType.DATE:
         value = epoch_date(value)
     stored = stored_value(spec, value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,22 +82,86 @@ def insert_records(conn: Connection, dataset: str, records: Iterable[Mapping[str
 def insert_rows(
     conn: Connection, dataset: str, mapped: Sequence[RecordRows], *, keys: Sequence[str | None] | None = None
 ) -> int:
-    """Insert mapped records (and their values rows); ``keys`` are their ingest keys."""
+    """Insert mapped records (and their values rows); ``keys`` are their ingest keys.
+
+    On SQLite and PostgreSQL the ids are allocated first (the table's maximum under SQLite's write lock,
+    or the sequence) and both tables get one driver-level executemany: several times faster than an
+    INSERT ... RETURNING through the ORM layer, which other databases use.
+    """
     if not mapped:
         return 0
     main, values = table_for(dataset), values_table_for(dataset)
-    rows: list[dict[str, Any]] = [{**item.row, "record": RecordText(item.text)} for item in mapped]
-    if keys is not None:
-        for row, key in zip(rows, keys, strict=True):
-            row["ingest_key"] = key
-    result = conn.execute(main.insert().returning(main.c.id, sort_by_parameter_order=True), rows)
-    ids = [row[0] for row in result]
-    value_rows = [
-        {**value, "record_id": record_id} for record_id, item in zip(ids, mapped, strict=True) for value in item.values
+    key_list: Sequence[str | None] = keys if keys is not None else [None] * len(mapped)
+    ids = _allocate_ids(conn, main, len(mapped))
+    if ids is None:
+        rows = [
+            {**item.row, "record": RecordText(item.text), "ingest_key": key}
+            for item, key in zip(mapped, key_list, strict=True)
+        ]
+        result = conn.execute(main.insert().returning(main.c.id, sort_by_parameter_order=True), rows)
+        ids = [row[0] for row in result]
+        value_rows = [
+            {**value, "record_id": record_id}
+            for record_id, item in zip(ids, mapped, strict=True)
+            for value in item.values
+        ]
+        if value_rows:
+            conn.execute(values.insert(), value_rows)
+        return len(mapped)
+    columns = _scalar_columns(dataset)
+    if keys is None:  # (also a table from before the ingest keys' revision)
+        main_rows = [
+            (record_id, *[item.row.get(name) for name in columns], item.text)
+            for record_id, item in zip(ids, mapped, strict=True)
+        ]
+        conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record")), main_rows)
+    else:
+        main_rows = [
+            (record_id, *[item.row.get(name) for name in columns], item.text, key)
+            for record_id, item, key in zip(ids, mapped, keys, strict=True)
+        ]
+        conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record", "ingest_key")), main_rows)
+    value_rows_raw = [
+        (record_id, value["key"], value["value"], value["ip_key"])
+        for record_id, item in zip(ids, mapped, strict=True)
+        for value in item.values
     ]
-    if value_rows:
-        conn.execute(values.insert(), value_rows)
+    if value_rows_raw:
+        conn.exec_driver_sql(_insert_sql(conn, values.name, ("record_id", "key", "value", "ip_key")), value_rows_raw)
     return len(mapped)
+
+
+def lock_for_write(conn: Connection) -> None:
+    """Take the database's write lock now (SQLite: BEGIN IMMEDIATE), so that reading the stored keys and
+    writing are one atomic step; a busy store fails here, before any work. PostgreSQL needs nothing:
+    the unique index settles races."""
+    if conn.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _allocate_ids(conn: Connection, main: sa.Table, count: int) -> list[int] | None:
+    if conn.dialect.name == "sqlite":
+        lock_for_write(conn)
+        top = conn.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {main.name}").scalar_one()
+        return list(range(int(top) + 1, int(top) + 1 + count))
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{main.name}', 'id')) FROM generate_series(1, {int(count)})"
+        )
+        return [int(row[0]) for row in rows]
+    return None
+
+
+@lru_cache(maxsize=8)
+def _scalar_columns(dataset: str) -> tuple[str, ...]:
+    return tuple(c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key"))
+
+
+def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join([marker] * len(columns))})"
 
 
 def _stored_keys(conn: Connection, main: sa.Table, keys: set[str]) -> dict[str, int]:
