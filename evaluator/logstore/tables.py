@@ -204,6 +204,8 @@ Converter = Callable[[Any, int], Any]
 
 
 def _stored_form(spec: FieldSpec, value: Any) -> Any:
+    if spec.type is FieldType.IP and isinstance(value, str) and value.strip() == "-":
+        return _NO_IP  # Calico's aggregated flow logs write "-" for an address aggregated away
     if spec.type is FieldType.IP and isinstance(value, str) and ":" not in value:
         try:  # IPv4 in C; the same canonical text and key as through ipaddress
             packed = socket.inet_pton(socket.AF_INET, value.strip())
@@ -251,6 +253,7 @@ def _converter(spec: FieldSpec) -> Converter:
 
 
 _MISSING = object()
+_NO_IP = (None, None)
 
 
 @lru_cache(maxsize=1_024)
@@ -343,7 +346,9 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
     values: list[dict[str, Any]] = []
     for spec, convert in plan.multi:
         for raw in _found(spec, record):
-            values.append(_value_row(spec.key, spec.type, convert(raw, index)))
+            stored = convert(raw, index)
+            if stored is not _NO_IP:
+                values.append(_value_row(spec.key, spec.type, stored))
     for prefix, holder in plan.labels:
         for labels in raw_values(holder, record):
             if not isinstance(labels, Mapping):
