@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.db import make_engine, migrate
-from tests.api.conftest import make_client
+from tests.api.conftest import EvaluatorProcess, make_client
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -35,3 +35,13 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     made = make_engine(db_url)
     yield made
     made.dispose()
+
+
+@pytest.fixture
+def evaluator(tmp_path: Path) -> Iterator[EvaluatorProcess]:
+    """``policywatch-evaluator`` in a subprocess on a free port (database ``tmp_path/server.db``); stopped after."""
+    process = EvaluatorProcess(tmp_path)
+    try:
+        yield process
+    finally:
+        process.stop()
