@@ -221,35 +221,43 @@ def _stored_form(spec: FieldSpec, value: Any) -> Any:
     return stored
 
 
-def _converter(spec: FieldSpec) -> Converter:
-    """``convert(value, index)``: the stored form of one value of ``spec`` (an IP: its text and key).
+class _Field:
+    """One key of a data set as the mapping uses it: where it is, its column, and its converter's cache.
 
-    Results are cached per key because the records of a batch repeat their dates, addresses and names;
-    the cache key keeps 1, 1.0 and True apart.
+    Stored forms are cached per value because the records of a batch repeat their dates, addresses and
+    names; the cache key keeps 1, 1.0 and True apart (strings are their own key).
     """
-    cache: dict[Any, Any] = {}
-    plain_int = spec.type is FieldType.INT
 
-    def convert(value: Any, index: int) -> Any:
+    __slots__ = ("cache", "first", "ipkey", "maximum", "minimum", "name", "plain_int", "spec")
+
+    def __init__(self, spec: FieldSpec) -> None:
+        self.spec = spec
+        self.name = column_name(spec.key)
+        self.first = spec.path[0] if len(spec.path) == 1 else None  # a top-level key: no path walk
+        self.ipkey = f"{self.name}_ipkey" if spec.type is FieldType.IP else None
+        self.plain_int = spec.type is FieldType.INT
+        self.minimum, self.maximum = spec.minimum, spec.maximum
+        self.cache: dict[Any, Any] = {}
+
+    def convert(self, value: Any, index: int) -> Any:
+        """The stored form of one value (an IP: its text and key); RecordInvalid names the field."""
         kind = type(value)
-        if plain_int and kind is int and spec.minimum <= value <= spec.maximum:
+        if self.plain_int and kind is int and self.minimum <= value <= self.maximum:
             return value
         key = value if kind is str else (kind, value) if kind is int or kind is float else None
         if key is not None:
-            hit = cache.get(key, _MISSING)
+            hit = self.cache.get(key, _MISSING)
             if hit is not _MISSING:
                 return hit
         try:
-            result = _stored_form(spec, value)
+            result = _stored_form(self.spec, value)
         except ValueError as error:
-            raise RecordInvalid(index=index, field=spec.key, value=value, reason=str(error)) from None
+            raise RecordInvalid(index=index, field=self.spec.key, value=value, reason=str(error)) from None
         if key is not None:
-            if len(cache) >= _CACHE_ENTRIES:
-                cache.clear()
-            cache[key] = result
+            if len(self.cache) >= _CACHE_ENTRIES:
+                self.cache.clear()
+            self.cache[key] = result
         return result
-
-    return convert
 
 
 _MISSING = object()
@@ -259,26 +267,22 @@ _NO_IP = (None, None)
 @lru_cache(maxsize=1_024)
 def _label_converter(dataset: str, key: str) -> Converter | None:
     spec = lookup(dataset, key)
-    return None if spec is None else _converter(spec)
+    return None if spec is None else _Field(spec).convert
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How a record of one data set maps to rows, worked out once per data set."""
 
-    scalars: tuple[tuple[FieldSpec, str, bool, Converter], ...]  # spec, column, is an IP, converter
-    multi: tuple[tuple[FieldSpec, Converter], ...]
+    scalars: tuple[_Field, ...]
+    multi: tuple[_Field, ...]
     labels: tuple[tuple[str, FieldSpec], ...]  # prefix, a holder spec walking to the labels object
     time_column: str
 
 
 def _plan(dataset: str) -> _Plan:
-    scalars = tuple(
-        (spec, column_name(spec.key), spec.type is FieldType.IP, _converter(spec))
-        for spec in FIELDS[dataset].values()
-        if not spec.multi_valued
-    )
-    multi = tuple((spec, _converter(spec)) for spec in FIELDS[dataset].values() if spec.multi_valued)
+    scalars = tuple(_Field(spec) for spec in FIELDS[dataset].values() if not spec.multi_valued)
+    multi = tuple(_Field(spec) for spec in FIELDS[dataset].values() if spec.multi_valued)
     labels = tuple(
         (prefix, FieldSpec(prefix, FieldType.STRING, path))
         for prefix, (path, _extra) in LABEL_PREFIXES[dataset].items()
@@ -289,15 +293,31 @@ def _plan(dataset: str) -> _Plan:
 _PLANS = {dataset: _plan(dataset) for dataset in DATASETS}
 
 
+def _one(slot: _Field, found: list[Any], index: int) -> Any:
+    if len(found) > 1:
+        raise RecordInvalid(index=index, field=slot.spec.key, value=found, reason="expected one value, found a list")
+    return slot.convert(found[0], index)
+
+
 def _found(spec: FieldSpec, record: Mapping[str, Any]) -> list[Any]:
-    if len(spec.path) == 1:  # the common case, without raw_values' general walk
-        value = record.get(spec.path[0])
-        if value is None:
+    """``raw_values(spec, record)``, without its general walk in the common cases: a top-level key, or a
+    key of a top-level object (``dest_labels.labels``, ``policies.all_policies``)."""
+    path = spec.path
+    holder: Any = record
+    if len(path) == 2:
+        holder = record.get(path[0])
+        if holder is None:
             return []
-        if isinstance(value, list):
-            return [item for item in value if item is not None]
-        return [value]
-    return raw_values(spec, record)
+        if type(holder) is not dict:
+            return raw_values(spec, record)
+    elif len(path) != 1:
+        return raw_values(spec, record)
+    value = holder.get(path[-1])
+    if value is None:
+        return []
+    if type(value) is list:
+        return [item for item in value if item is not None]
+    return [value]
 
 
 def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, text: str | None = None) -> RecordRows:
@@ -312,29 +332,36 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
     plan = _PLANS[dataset]
     text = text if text is not None else _check_json(record, index)
     row: dict[str, Any] = {"record": record}
-    for spec, name, is_ip, convert in plan.scalars:
-        if len(spec.path) == 1:  # the common case, without a list for one value
-            value = record.get(spec.path[0])
-            if isinstance(value, list):
+    get = record.get
+    for slot in plan.scalars:
+        if slot.first is not None:
+            value = get(slot.first)
+            if value is None:
+                row[slot.name] = None
+                if slot.ipkey is not None:
+                    row[slot.ipkey] = None
+                continue
+            kind = type(value)
+            if kind is str:  # the hot path: a cached stored form
+                stored = slot.cache.get(value, _MISSING)
+                if stored is _MISSING:
+                    stored = slot.convert(value, index)
+            elif kind is int and slot.plain_int and slot.minimum <= value <= slot.maximum:
+                stored = value
+            elif kind is list:
                 found = [item for item in value if item is not None]
-                if len(found) > 1:
-                    raise RecordInvalid(
-                        index=index, field=spec.key, value=found, reason="expected one value, found a list"
-                    )
-                value = found[0] if found else None
+                stored = None if not found else _one(slot, found, index)
+            else:
+                stored = slot.convert(value, index)
         else:
-            found = raw_values(spec, record)
-            if len(found) > 1:
-                raise RecordInvalid(index=index, field=spec.key, value=found, reason="expected one value, found a list")
-            value = found[0] if found else None
-        if value is None:
-            row[name] = None
-            if is_ip:
-                row[f"{name}_ipkey"] = None
-        elif is_ip:
-            row[name], row[f"{name}_ipkey"] = convert(value, index)
+            found = _found(slot.spec, record)
+            stored = None if not found else _one(slot, found, index)
+        if slot.ipkey is None:
+            row[slot.name] = stored
+        elif stored is None:
+            row[slot.name] = row[slot.ipkey] = None
         else:
-            row[name] = convert(value, index)
+            row[slot.name], row[slot.ipkey] = stored
     if row[plan.time_column] is None:
         time_key = TIME_FIELD[dataset]
         raise RecordInvalid(
@@ -344,11 +371,11 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
             reason=f"missing; every {dataset} record needs its time (RFC 3339, epoch seconds or epoch milliseconds)",
         )
     values: list[dict[str, Any]] = []
-    for spec, convert in plan.multi:
-        for raw in _found(spec, record):
-            stored = convert(raw, index)
+    for slot in plan.multi:
+        for raw in _found(slot.spec, record):
+            stored = slot.convert(raw, index)
             if stored is not _NO_IP:
-                values.append(_value_row(spec.key, spec.type, stored))
+                values.append(_value_row(slot.spec.key, slot.spec.type, stored))
     for prefix, holder in plan.labels:
         for labels in raw_values(holder, record):
             if not isinstance(labels, Mapping):
