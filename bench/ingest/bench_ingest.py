@@ -226,7 +226,7 @@ def main() -> int:
     print(
         f"policywatch ingest benchmark: {args.records:,} Calico flow records, {args.batch:,} per /_bulk request"
         f"{' (gzip)' if not args.no_gzip else ''}, {args.concurrency} connections, one uvicorn worker, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -238,6 +238,9 @@ def main() -> int:
                 run("PostgreSQL", lambda kind: server.create_database(f"bench_ingest_{kind}"), records, args, tmp)
             finally:
                 server.stop()
+    print(
+        f"load average at the end {os.getloadavg()[0]:.1f} (a busy machine lowers the figures; the ratio holds better)"
+    )
     return 0
 
 
