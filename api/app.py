@@ -19,9 +19,10 @@ from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
+from api.ingest import is_ingest_path
 from api.metrics import app_registry, http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
-from api.routes import alerts, datasets, dryrun, events, web
+from api.routes import alerts, datasets, dryrun, esbulk, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
@@ -42,6 +43,7 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     dryrun.router,
     web.router,
+    esbulk.router,
 ]
 
 
@@ -122,7 +124,12 @@ def create_app(
     install_fault_handlers(app)
     _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    ingest_max = settings.ingest_max_bytes
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        limit_for=lambda path: ingest_max if is_ingest_path(path) else None,
+    )
     app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

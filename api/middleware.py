@@ -5,7 +5,7 @@ Pure ASGI (no BaseHTTPMiddleware) so that streaming and lifespan pass through un
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
@@ -69,17 +69,22 @@ class BodyLimitMiddleware:
     """413 for bodies over ``max_bytes``, by Content-Length or while a chunked body streams in.
 
     The check runs when the application reads the body, so the error goes through the app's handlers
-    (JSON or YAML Status, counted under its route).
+    (JSON or YAML Status, counted under its route). ``limit_for(path)`` may give some paths (bulk
+    ingest) another limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, limit_for: Callable[[str], int | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.limit_for is not None:
+            limit = self.limit_for(str(scope["path"])) or limit
         declared: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -91,13 +96,13 @@ class BodyLimitMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared is not None and declared > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -4,10 +4,14 @@ Two roles: read (GET, HEAD, OPTIONS) and write (every method; implies read). Wit
 (the loopback-only default) every request passes. Liveness, metrics and the API description stay open.
 The Alerts page (``/ui``, ``/ui/...``) without a bearer header signs the browser in itself (``api/web/auth.py``:
 a signed cookie session or a trusted proxy's user header), since a browser cannot send a bearer header.
+The token comes as ``Authorization: Bearer TOKEN``, or as the password of ``Authorization: Basic`` (what
+Elasticsearch log shippers send; any user name).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -20,7 +24,7 @@ from api.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="policywatch"'}
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="policywatch", Basic realm="policywatch"'}
 WEB_PREFIX = "/ui"
 
 
@@ -45,7 +49,7 @@ async def authorize(request: Request) -> None:
         return  # the page's own sign-in decides (api/web/auth.py); a bearer header is checked as anywhere
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
-        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN)")
+        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN, or Basic with the token as password)")
     can_write = _member(token, settings.write_tokens)
     if not (can_write or _member(token, settings.read_tokens)):
         raise Unauthorized("unknown bearer token")
@@ -73,6 +77,8 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    if scheme.lower() == "basic" and token:
+        return _basic_password(token)
     return token if scheme.lower() == "bearer" and token else None
 
 
@@ -81,6 +87,15 @@ def token_role(token: str, settings: Settings) -> bool | None:
     if _member(token, settings.write_tokens):
         return True
     return False if _member(token, settings.read_tokens) else None
+
+
+def _basic_password(credentials: str) -> str | None:
+    """The password of Basic credentials (the user name when the password is empty)."""
+    try:
+        user, _, password = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return password or user or None
 
 
 def _member(token: str, tokens: Iterable[str]) -> bool:

@@ -24,6 +24,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from evaluator.durations import DurationError, parse_go_duration
 from evaluator.engine.config import EngineSettings
+from evaluator.engine.ingest import DEFAULT_INDEX_PATTERNS, IndexPatterns
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -59,6 +60,10 @@ class Settings(EngineSettings):
     database_pool_timeout: float = Field(
         default=10.0, gt=0, le=600, description="seconds a request waits for a free database connection before a 503"
     )
+    ingest_max_bytes: int = Field(default=32 * MIB, ge=1024, description="bulk bodies (decompressed) over this: 413")
+    ingest_indices: str = Field(default=DEFAULT_INDEX_PATTERNS, description="/_bulk index GLOB=DATASET patterns")
+    ingest_concurrency: int = Field(default=4, ge=1, le=64, description="bulk requests stored at once (more wait)")
+    ingest_wait: float = Field(default=10.0, gt=0, le=600, description="seconds a bulk request waits, then 429")
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -96,6 +101,12 @@ class Settings(EngineSettings):
     @classmethod
     def _host(cls, value: str) -> str:
         return listen_address(value)
+
+    @field_validator("ingest_indices")
+    @classmethod
+    def _index_patterns(cls, value: str) -> str:
+        IndexPatterns(value)
+        return value
 
     @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")
     @classmethod

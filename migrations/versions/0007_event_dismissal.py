@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_event_dismissal"
-down_revision: str | None = "0004_summary"
+down_revision: str | None = "0005_ingest_dedup"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
