@@ -54,7 +54,8 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
-    return [*services.runtime.services()]
+    kube: list[Service] = [services.kube] if services.kube else []  # lists the cluster's alerts before the scheduler
+    return [*kube, *services.runtime.services()]
 
 
 def _document_errors(app: FastAPI) -> None:

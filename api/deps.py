@@ -10,11 +10,13 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from api.http import decode_body
+from api.kube_controller.controller import KubeDefinitions
 from api.resources import KINDS
 from api.settings import Settings
-from api.store import ObjectStore, SqlAlertRepository
+from api.store import ObjectStore, ObjectStorePort, SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
 from evaluator.engine.runtime import EngineRuntime, runtime_for
+from evaluator.ports import AlertRepository
 
 
 @dataclass
@@ -24,18 +26,23 @@ class Services:
     settings: Settings
     engine: Engine
     catalog: QueryCatalog = DEFAULT_CATALOG
-    stores: dict[str, ObjectStore] = field(default_factory=dict)
+    stores: dict[str, ObjectStorePort] = field(default_factory=dict)
     flush_intervals: dict[str, timedelta] = field(default_factory=dict)
+    kube: KubeDefinitions | None = None  # --definitions=kubernetes: the cluster's custom resources
 
     def __post_init__(self) -> None:
-        if not self.stores:
-            self.stores = {k.kind: ObjectStore(self.engine, k) for k in KINDS}
         if not self.flush_intervals:
             self.flush_intervals = self.settings.flush_intervals()
+        if self.kube is None and self.settings.definitions == "kubernetes":
+            self.kube = KubeDefinitions.connect(
+                self.settings.kubeconfig, catalog=self.catalog, flush_intervals=self.flush_intervals
+            )
+        if not self.stores:
+            self.stores = self.kube.stores() if self.kube else {k.kind: ObjectStore(self.engine, k) for k in KINDS}
 
     @property
-    def repository(self) -> SqlAlertRepository:
-        return SqlAlertRepository(self.engine)
+    def repository(self) -> AlertRepository:
+        return self.kube.repository if self.kube else SqlAlertRepository(self.engine)
 
     @property
     def runtime(self) -> EngineRuntime:

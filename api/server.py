@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.db import migrate
+from api.kube_controller.client import ConfigError
 from api.settings import Settings
 
 log = logging.getLogger("policywatch.evaluator")
@@ -38,6 +39,8 @@ OVERRIDES = (
     "log_store",
     "event_store",
     "opensearch_url",
+    "definitions",
+    "kubeconfig",
 )
 
 
@@ -66,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--log-store", choices=STORES, help="where flow/dns/audit logs are read (default sql)")
     engine.add_argument("--event-store", choices=STORES, help="where events are written and read (default sql)")
     engine.add_argument("--opensearch-url", help="OpenSearch URL, e.g. https://opensearch:9200")
+    kube = parser.add_argument_group("kubernetes")
+    kube.add_argument(
+        "--definitions",
+        choices=("database", "kubernetes"),
+        help="where GlobalAlerts live: the database (default, REST CRUD) or the cluster's "
+        "globalalerts.projectcalico.org custom resources (listed, watched, status written back; REST reads only)",
+    )
+    kube.add_argument("--kubeconfig", type=Path, help="with --definitions=kubernetes: kubeconfig (default: in-cluster)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -97,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # any driver error: say which database and why, then stop
             print(f"policywatch-evaluator: cannot migrate {_safe_url(settings.database_url)}: {exc}", file=sys.stderr)
             return 1
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:  # --definitions=kubernetes without a usable cluster configuration
+        print(f"policywatch-evaluator: {exc}", file=sys.stderr)
+        return 2
     scheme = "https" if settings.tls_cert_file else "http"
     log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     uvicorn.run(

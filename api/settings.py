@@ -15,7 +15,7 @@ import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -44,6 +44,10 @@ class Settings(EngineSettings):
     dns_logs_flush_interval: str = Field(default="5m", description="Felix dnsLogsFlushInterval (lookback warning)")
     audit_logs_flush_interval: str = Field(default="30s", description="audit log flush interval (lookback warning)")
     migrate: bool = Field(default=True, description="run database migrations at start")
+    definitions: Literal["database", "kubernetes"] = Field(
+        default="database", description="where GlobalAlerts live: the database, or the cluster's custom resources"
+    )
+    kubeconfig: Path | None = Field(default=None, description="with definitions=kubernetes (default: in-cluster)")
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
