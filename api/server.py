@@ -95,6 +95,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # httpx logs every request (the watch, each status write) at info
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
