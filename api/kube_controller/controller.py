@@ -50,7 +50,7 @@ class KubeDefinitions:
                 client,
                 self.alerts,
                 on_change=self._alert_changed,
-                on_list=self.status.flush,
+                on_connected=self.status.flush,
                 watch_timeout=watch_timeout,
             ),
             Watcher(client, self.templates, watch_timeout=watch_timeout),
@@ -94,6 +94,8 @@ class KubeDefinitions:
         return all(w.cache.synced.wait(self.initial_sync_timeout) for w in self.watchers)
 
     async def stop(self) -> None:
+        for watcher in self.watchers:
+            watcher.signal_stop()
         for watcher in self.watchers:
             await asyncio.to_thread(watcher.stop)
         self.client.close()

@@ -2,8 +2,8 @@
 
 ``StatusWriter`` PUTs ``/status`` with the resourceVersion of the object it last saw; on a conflict (another
 replica wrote, or the object was edited) it reads the object again and retries. A write that cannot reach the
-API server is kept (the newest per alert) and written after the next successful list. An object that fails our
-validation gets ``healthy: false``, ``executionState: invalid`` and one error condition per problem; the
+API server is kept (the newest per alert) and written once a list or watch succeeds again. An object that fails
+our validation gets ``healthy: false``, ``executionState: invalid`` and one error condition per problem; the
 scheduler never runs it and never writes over that status.
 
 ``KubeAlertRepository`` is what the scheduler reads and writes: the valid GlobalAlerts of the cache, their status
@@ -128,7 +128,7 @@ class StatusWriter:
         raise KubeApiError(409, "Conflict", f"GlobalAlert {name}: status still conflicting after retries")
 
     def flush(self) -> None:
-        """Retry the kept writes (called after each successful list)."""
+        """Retry the kept writes (called whenever a list or watch succeeds)."""
         with self._lock:
             pending = dict(self._pending)
         for name, (_, status) in pending.items():

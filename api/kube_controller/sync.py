@@ -180,7 +180,7 @@ class Watcher:
         cache: ResourceCache,
         *,
         on_change: Callable[[Entry], None] = lambda _entry: None,
-        on_list: Callable[[], None] = lambda: None,
+        on_connected: Callable[[], None] = lambda: None,
         watch_timeout: int = 300,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -188,7 +188,7 @@ class Watcher:
         self.client = client
         self.cache = cache
         self.on_change = on_change
-        self.on_list = on_list
+        self.on_connected = on_connected  # after each list and each watch (re)opened
         self.watch_timeout = watch_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -205,10 +205,13 @@ class Watcher:
         self._thread = threading.Thread(target=self.run, name=f"watch-{self.plural}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop applying events. A watch blocked on a quiet connection ends by itself at its timeout (the
-        thread is a daemon and changes nothing after this)."""
+    def signal_stop(self) -> None:
+        """Apply no more events from now on. A watch blocked on a quiet connection ends by itself at its
+        timeout: the thread is a daemon and changes nothing after this."""
         self._stop.set()
+
+    def stop(self, timeout: float = 0.5) -> None:
+        self.signal_stop()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -244,11 +247,12 @@ class Watcher:
         self.lists += 1
         for entry in entries:
             self.on_change(entry)
-        self.on_list()
+        self.on_connected()
 
     def _watch(self) -> None:
         timeout = max(1, int(self.watch_timeout * random.uniform(0.8, 1.0)))
         with self.client.watch(self.plural, self.cache.resource_version, timeout) as events:
+            self.on_connected()  # the server answers again (e.g. restarted, resumed without a new list)
             for event in events:
                 if self._stop.is_set():
                     return

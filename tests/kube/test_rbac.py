@@ -114,13 +114,14 @@ def test_without_the_binding_the_controller_says_what_to_grant(crds: KubeCluster
     namespace = unique("pw-norbac")
     crds.kubectl("create", "namespace", namespace)
     unbound = token_kubeconfig(crds, namespace, "evaluator", tmp_path / "unbound.kubeconfig")
-    definitions = KubeDefinitions(KubeClient(load_kubeconfig(unbound.kubeconfig)), initial_sync_timeout=3)
+    definitions = KubeDefinitions(KubeClient(load_kubeconfig(unbound.kubeconfig)), initial_sync_timeout=0.5)
 
     async def start_and_stop() -> None:
         await definitions.start()
         await definitions.stop()
 
     asyncio.run(start_and_stop())
+    wait_for(lambda: definitions.alerts.last_error, "the first list's error")
     assert not definitions.alerts.synced.is_set()
     assert "403" in definitions.alerts.last_error
     assert "grant get/list/watch on globalalerts.projectcalico.org" in definitions.alerts.last_error
