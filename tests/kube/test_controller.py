@@ -12,9 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from api.app import create_app
+from api.db import migrate
+from api.settings import Settings
 from tests.api.conftest import EvaluatorProcess
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.services import free_port
 from tests.kube.conftest import alert_yaml, status_of, unique, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluator" / "engine"))
@@ -129,3 +136,31 @@ def test_rest_api_reads_the_cluster_and_refuses_writes(crds: KubeCluster, kube_e
     finally:
         crds.kubectl("delete", "globalalert", alert, "--ignore-not-found")
         crds.kubectl("delete", "globalalerttemplate", template, "--ignore-not-found")
+
+
+def test_reads_before_the_first_list_are_503(tmp_path: Path) -> None:
+    """Nothing listed from the cluster yet (here: no API server at all): the REST API says so, never an empty list."""
+    kubeconfig = tmp_path / "kubeconfig"
+    server = f"https://127.0.0.1:{free_port()}"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'pw.db'}"
+    migrate(url)
+    settings = Settings(database_url=url, definitions="kubernetes", kubeconfig=kubeconfig)
+    app = create_app(settings, registry=CollectorRegistry(), service_factory=lambda _services: [])
+    with TestClient(app) as client:
+        for path in ("/globalalerts", "/globalalerts/any", "/apis/projectcalico.org/v3/globalalerttemplates"):
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["retry-after"] == "5"
+            assert "not listed from the cluster yet" in answer.json()["message"]
