@@ -86,7 +86,7 @@ class StatusWriter:
             sequence = self._sequence
         try:
             written = self._write(name, status, invalid=invalid)
-        except (httpx.HTTPError, KubeApiError) as exc:
+        except (httpx.HTTPError, KubeApiError, OSError, ValueError) as exc:  # away, refused, token unreadable
             with self._lock:
                 if self._pending.get(name, (0, status))[0] <= sequence:
                     self._pending[name] = (sequence, status)

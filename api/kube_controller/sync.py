@@ -183,7 +183,7 @@ class Watcher:
         on_connected: Callable[[], None] = lambda: None,
         watch_timeout: int = 300,
         backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_max: float = 5.0,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -229,8 +229,12 @@ class Watcher:
                     continue
                 failures += 1
                 self._failed(_explain(exc, self.plural), failures)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, OSError, ValueError) as exc:  # unreachable, token unreadable, bad JSON
                 failures += 1
+                self._failed(f"{type(exc).__name__}: {exc}", failures)
+            except Exception as exc:  # noqa: BLE001 - a dead watcher would silently freeze every alert
+                failures += 1
+                log.exception("%s: unexpected error in list/watch", self.plural)
                 self._failed(f"{type(exc).__name__}: {exc}", failures)
 
     def _failed(self, why: str, failures: int) -> None:
