@@ -6,7 +6,9 @@ refuses writes with a pointer to kubectl."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from api.app import create_app
 from api.db import migrate
 from api.settings import Settings
 from tests.api.conftest import EvaluatorProcess
-from tests.fixtures.kube import KubeCluster
+from tests.fixtures.kube import REPO_ROOT, KubeCluster
 from tests.fixtures.services import free_port
 from tests.kube.conftest import alert_yaml, status_of, unique, wait_for
 
@@ -101,8 +103,8 @@ def test_object_our_validation_refuses_is_reported_unhealthy(
 
 
 def test_rest_api_reads_the_cluster_and_refuses_writes(crds: KubeCluster, kube_evaluator: EvaluatorProcess) -> None:
-    alert, template = unique("kc-rest"), unique("kc-rest-template")
-    crds.kubectl("apply", "-f", "-", input_text=alert_yaml(alert))
+    alert, other, template = unique("kc-rest"), unique("kc-rest-other"), unique("kc-rest-template")
+    crds.kubectl("apply", "-f", "-", input_text=alert_yaml(alert) + "---\n" + alert_yaml(other))
     crds.kubectl("apply", "-f", "-", input_text=alert_yaml(template, kind="GlobalAlertTemplate"))
     api = kube_evaluator.url
     try:
@@ -113,6 +115,14 @@ def test_rest_api_reads_the_cluster_and_refuses_writes(crds: KubeCluster, kube_e
             f"{alert} listed by the REST API",
         )
         assert names == sorted(names)
+        first = httpx.get(f"{api}/globalalerts", params={"limit": 1}, timeout=10).json()
+        second = httpx.get(f"{api}/globalalerts", params={"limit": 1, "continue": first["metadata"]["continue"]}).json()
+        assert [first["items"][0]["metadata"]["name"], second["items"][0]["metadata"]["name"]] == names[:2]
+        ctl = shutil.which("policywatchctl", path=str(REPO_ROOT / ".venv" / "bin")) or "policywatchctl"
+        shown = subprocess.run(  # noqa: S603 - the repository's client, test arguments
+            [ctl, "--server", api, "get", "globalalerts", "-o", "name"], capture_output=True, text=True, timeout=60
+        )
+        assert f"globalalert.projectcalico.org/{alert}" in shown.stdout.splitlines(), shown.stderr
         listed = httpx.get(f"{api}/apis/projectcalico.org/v3/globalalerttemplates", timeout=10).json()
         assert template in [i["metadata"]["name"] for i in listed["items"]]
 
@@ -134,7 +144,7 @@ def test_rest_api_reads_the_cluster_and_refuses_writes(crds: KubeCluster, kube_e
         # nothing changed in the cluster
         assert crds.kubectl("get", "globalalert", alert, "-o", "jsonpath={.spec.severity}").stdout == "70"
     finally:
-        crds.kubectl("delete", "globalalert", alert, "--ignore-not-found")
+        crds.kubectl("delete", "globalalert", alert, other, "--ignore-not-found")
         crds.kubectl("delete", "globalalerttemplate", template, "--ignore-not-found")
 
 
