@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where GlobalAlerts live: the database (default, REST CRUD) or the cluster's "
         "globalalerts.projectcalico.org custom resources (listed, watched, status written back; REST reads only)",
     )
-    kube.add_argument("--kubeconfig", type=Path, help="with --definitions=kubernetes: kubeconfig (default: in-cluster)")
+    kube.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="with --definitions=kubernetes (default: the Pod's ServiceAccount, else $KUBECONFIG)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 

@@ -85,6 +85,8 @@ class Settings(EngineSettings):
                 f"refusing to listen on {self.host} (off loopback) without bearer tokens: set "
                 "POLICYWATCH_WRITE_TOKENS / POLICYWATCH_READ_TOKENS or --token-file, or listen on 127.0.0.1"
             )
+        if self.kubeconfig is not None and self.definitions != "kubernetes":
+            raise ValueError("--kubeconfig is read only with --definitions=kubernetes")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
         for path in (self.tls_cert_file, self.tls_key_file):

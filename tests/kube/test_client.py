@@ -130,3 +130,5 @@ def test_evaluator_without_a_cluster_config_exits_with_the_reason(
     assert "no cluster configuration" in capsys.readouterr().err
     assert main(["--definitions=kubernetes", "--kubeconfig", str(tmp_path / "nope"), "--database-url", database]) == 2
     assert "cannot read kubeconfig" in capsys.readouterr().err
+    assert main(["--kubeconfig", str(tmp_path / "nope"), "--database-url", database]) == 2
+    assert "--kubeconfig is read only with --definitions=kubernetes" in capsys.readouterr().err
