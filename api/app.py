@@ -20,6 +20,7 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
 from api.ingest import is_ingest_path
+from api.kube_controller.controller import KubeDefinitions
 from api.metrics import app_registry, http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
 from api.routes import alerts, datasets, dryrun, esbulk, events, web
@@ -60,7 +61,8 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
-    return [*services.runtime.services()]
+    kube: list[Service] = [services.kube] if services.kube else []  # lists the cluster's alerts before the scheduler
+    return [*kube, *services.runtime.services()]
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -86,8 +88,12 @@ def create_app(
     owns_engine = engine is None
     engine = engine or make_engine(settings.database_url, **settings.engine_options())
     registry = registry if registry is not None else app_registry()
-    runtime = EngineRuntime(engine, SqlAlertRepository(engine), settings=settings, registry=registry)
-    shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog)
+    kube = None
+    if settings.definitions == "kubernetes":  # the cluster's custom resources are the alerts the engine runs
+        kube = KubeDefinitions.connect(settings.kubeconfig, catalog=catalog, flush_intervals=settings.flush_intervals())
+    repository = kube.repository if kube else SqlAlertRepository(engine)
+    runtime = EngineRuntime(engine, repository, settings=settings, registry=registry)
+    shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog, kube=kube)
     background = list(service_factory(shared))
 
     @contextlib.asynccontextmanager

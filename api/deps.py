@@ -10,11 +10,13 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from api.http import decode_body
+from api.kube_controller.controller import KubeDefinitions
 from api.resources import KINDS
 from api.settings import Settings
-from api.store import ObjectStore, SqlAlertRepository
+from api.store import ObjectStore, ObjectStorePort, SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, FieldError, QueryCatalog, SpecInvalid
 from evaluator.engine.runtime import EngineRuntime
+from evaluator.ports import AlertRepository
 
 
 @dataclass
@@ -25,18 +27,23 @@ class Services:
     engine: Engine
     runtime: EngineRuntime  # the engine's parts of this app, built once by create_app from these settings
     catalog: QueryCatalog = DEFAULT_CATALOG
-    stores: dict[str, ObjectStore] = field(default_factory=dict)
+    stores: dict[str, ObjectStorePort] = field(default_factory=dict)
     flush_intervals: dict[str, timedelta] = field(default_factory=dict)
+    kube: KubeDefinitions | None = None  # --definitions=kubernetes: the cluster's custom resources
 
     def __post_init__(self) -> None:
-        if not self.stores:
-            self.stores = {k.kind: ObjectStore(self.engine, k) for k in KINDS}
         if not self.flush_intervals:
             self.flush_intervals = self.settings.flush_intervals()
+        if self.kube is None and self.settings.definitions == "kubernetes":
+            self.kube = KubeDefinitions.connect(
+                self.settings.kubeconfig, catalog=self.catalog, flush_intervals=self.flush_intervals
+            )
+        if not self.stores:
+            self.stores = self.kube.stores() if self.kube else {k.kind: ObjectStore(self.engine, k) for k in KINDS}
 
     @property
-    def repository(self) -> SqlAlertRepository:
-        return SqlAlertRepository(self.engine)
+    def repository(self) -> AlertRepository:
+        return self.kube.repository if self.kube else SqlAlertRepository(self.engine)
 
 
 async def get_services(request: Request) -> Services:

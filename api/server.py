@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.db import ReadOnlyDatabase, check_writable, migrate
+from api.kube_controller.client import ConfigError
 from api.settings import Settings, check_resolvable
 
 log = logging.getLogger("policywatch.evaluator")
@@ -42,6 +43,8 @@ OVERRIDES = (
     "trusted_proxy_addresses",
     "trusted_proxy_role",
     "session_lifetime",
+    "definitions",
+    "kubeconfig",
 )
 
 
@@ -74,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--log-store", choices=STORES, help="where flow/dns/audit logs are read (default sql)")
     engine.add_argument("--event-store", choices=STORES, help="where events are written and read (default sql)")
     engine.add_argument("--opensearch-url", help="OpenSearch URL, e.g. https://opensearch:9200")
+    kube = parser.add_argument_group("kubernetes")
+    kube.add_argument(
+        "--definitions",
+        choices=("database", "kubernetes"),
+        help="where GlobalAlerts live: the database (default, REST CRUD) or the cluster's "
+        "globalalerts.projectcalico.org custom resources (listed, watched, status written back; REST reads only)",
+    )
+    kube.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="with --definitions=kubernetes (default: the Pod's ServiceAccount, else $KUBECONFIG)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -92,6 +107,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # httpx logs every request (the watch, each status write) at info
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
@@ -116,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReadOnlyDatabase as exc:
         print(f"policywatch-evaluator: {exc}", file=sys.stderr)
         return 1
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:  # --definitions=kubernetes without a usable cluster configuration
+        print(f"policywatch-evaluator: {exc}", file=sys.stderr)
+        return 2
     scheme = "https" if settings.tls_cert_file else "http"
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("serving on %s://%s:%d", scheme, shown, settings.port)

@@ -64,6 +64,10 @@ class Settings(EngineSettings):
     ingest_indices: str = Field(default=DEFAULT_INDEX_PATTERNS, description="/_bulk index GLOB=DATASET patterns")
     ingest_concurrency: int = Field(default=4, ge=1, le=64, description="bulk requests stored at once (more wait)")
     ingest_wait: float = Field(default=10.0, gt=0, le=600, description="seconds a bulk request waits, then 429")
+    definitions: Literal["database", "kubernetes"] = Field(
+        default="database", description="where GlobalAlerts live: the database, or the cluster's custom resources"
+    )
+    kubeconfig: Path | None = Field(default=None, description="with definitions=kubernetes (default: in-cluster)")
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -136,6 +140,8 @@ class Settings(EngineSettings):
                 f"refusing to listen on {self.host} (off loopback) without bearer tokens: set "
                 "POLICYWATCH_WRITE_TOKENS / POLICYWATCH_READ_TOKENS or --token-file, or listen on 127.0.0.1"
             )
+        if self.kubeconfig is not None and self.definitions != "kubernetes":
+            raise ValueError("--kubeconfig is read only with --definitions=kubernetes")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
         for path in (self.tls_cert_file, self.tls_key_file):
