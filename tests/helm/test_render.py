@@ -5,6 +5,7 @@ unchanged, and that bad or contradictory values stop helm with the message named
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 
 from demo.assets import CHART_DIR, RULES_FILE, dashboard_files
 from tests.fixtures.helm import PROMETHEUS_OPERATOR_APIS, HelmFailed, Rendered, lint, notes, render
-from tests.fixtures.kubeschema import schema_errors
+from tests.fixtures.kubeschema import kubernetes_validate_errors, schema_errors
 
 SCENARIOS = sorted(p.name for p in (CHART_DIR / "ci").glob("*-values.yaml"))
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
@@ -45,7 +46,25 @@ def test_helm_lint_strict_passes(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_manifest_passes_kubernetes_validate_strict(scenario: str) -> None:
     for doc in rendered(scenario).all():
-        assert schema_errors(doc) == [], f"{doc['kind']}/{doc['metadata']['name']}"
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert schema_errors(doc) == [], where
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert kubernetes_validate_errors(doc) == [], where  # the library's own entry point agrees
+
+
+def test_the_strict_validation_catches_unknown_fields_and_wrong_types() -> None:
+    daemonset = copy.deepcopy(rendered("default-values.yaml").one("DaemonSet"))
+    daemonset["spec"]["template"]["spec"]["hostNetwrok"] = True
+    assert schema_errors(daemonset) == [
+        "spec.template.spec: Additional properties are not allowed ('hostNetwrok' was unexpected)"
+    ]
+    assert kubernetes_validate_errors(daemonset) != []
+    monitor = copy.deepcopy(rendered("full-values.yaml").one("ServiceMonitor", "-collector"))
+    monitor["spec"]["endpoints"][0]["interval"] = 30
+    monitor["spec"]["endpoints"][0]["tlsConfig"]["insecure"] = True
+    errors = schema_errors(monitor)
+    assert "spec.endpoints.0.interval: 30 is not of type 'string'" in errors
+    assert "spec.endpoints.0.tlsConfig: Additional properties are not allowed ('insecure' was unexpected)" in errors
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from demo.assets import CHART_DIR
-from tests.fixtures.helm import PROMETHEUS_OPERATOR_APIS, HelmFailed, Rendered, notes, render
+from tests.fixtures.helm import PROMETHEUS_OPERATOR_APIS, HelmFailed, Rendered, lint, notes
+from tests.fixtures.helm import render as helm_render
 from tests.fixtures.kubeschema import schema_errors
 
 MONITORING = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
@@ -19,6 +20,11 @@ EVALUATOR_SELECTOR = {
     "app.kubernetes.io/instance": "policywatch",
     "app.kubernetes.io/component": "evaluator",
 }
+
+
+def render(values: dict[str, Any] | None = None, **kwargs: Any) -> Rendered:
+    """helm template, and every manifest it renders through kubernetes-validate --strict (or the CRD schema)."""
+    return valid(helm_render(values, **kwargs))
 
 
 @cache
@@ -46,7 +52,7 @@ def pod(workload: dict[str, Any]) -> dict[str, Any]:
 
 def refused(values: dict[str, Any]) -> str:
     with pytest.raises(HelmFailed) as failed:
-        render(values, api_versions=PROMETHEUS_OPERATOR_APIS)
+        helm_render(values, api_versions=PROMETHEUS_OPERATOR_APIS)
     return failed.value.stderr
 
 
@@ -70,8 +76,8 @@ def test_monitors_and_rules_are_skipped_where_the_cluster_has_no_prometheus_oper
 
 
 def test_monitors_and_rules_are_created_where_the_api_is_served_or_forced() -> None:
-    served = valid(render(MONITORING, api_versions=PROMETHEUS_OPERATOR_APIS))
-    forced = valid(render({**MONITORING, "prometheusOperator": {"force": True}}))
+    served = render(MONITORING, api_versions=PROMETHEUS_OPERATOR_APIS)
+    forced = render({**MONITORING, "prometheusOperator": {"force": True}})
     for result in (served, forced):
         assert len(result.find("ServiceMonitor")) == 2 and len(result.find("PrometheusRule")) == 1
         assert result.one("Service", "-collector")["spec"]["clusterIP"] == "None"
@@ -206,6 +212,10 @@ def test_replicas_on_a_real_database_are_kept() -> None:
 def test_schema_refuses_bad_new_values(values: dict[str, Any], where: str) -> None:
     stderr = refused(values)
     assert "values don't meet the specifications of the schema" in stderr and f"at '{where}" in stderr
+    # helm lint refuses them too (it only logs a template's `fail`, so contradictions are caught by template).
+    with pytest.raises(HelmFailed) as linted:
+        lint(values=values)
+    assert f"[ERROR] values.yaml: - at '{where}" in linted.value.stdout
 
 
 # TLS to the monitors
@@ -297,7 +307,7 @@ def test_extra_volumes_mounts_and_env_reach_the_pods() -> None:
             "extraVolumeMounts": [{"name": "bpffs", "mountPath": "/sys/fs/bpf"}],
         }
     }
-    ds = valid(render(values)).one("DaemonSet")
+    ds = render(values).one("DaemonSet")
     assert {"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf"}} in pod(ds)["volumes"]
     assert {"name": "bpffs", "mountPath": "/sys/fs/bpf"} in container(ds)["volumeMounts"]
 
