@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+# The first build on a machine makes the Debian base (minutes; cached in /var/cache/policywatch-image after).
+pytestmark = pytest.mark.timeout(1800)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "image-test-token-" + secrets.token_hex(8)
 
