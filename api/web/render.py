@@ -45,7 +45,7 @@ pre { margin: 0.3rem 0; white-space: pre-wrap; word-break: break-all; font-size:
 .signin input { width: 100%; margin: 0.2rem 0 0.8rem; }
 """
 
-# Shows each <time datetime=...> in the browser's zone, to the second, with the zone's offset.
+# Shows each <time datetime=...> in the browser's zone, to the second, with the zone's offset; auto-refresh.
 SCRIPT = """
 (function () {
   function two(n) { return (n < 10 ? "0" : "") + n; }
@@ -60,6 +60,16 @@ SCRIPT = """
       " UTC" + sign + two(Math.floor(off / 60)) + ":" + two(off % 60);
     t.className = "local";
   });
+  // Auto-refresh (same URL, so the same filters), held while a record is open or a field is being edited.
+  var body = document.body, every = parseInt(body.getAttribute("data-refresh") || "0", 10);
+  if (every > 0) {
+    setInterval(function () {
+      var active = document.activeElement, tag = active ? active.tagName : "";
+      if (!document.querySelector("details[open]") && !/^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(tag)) {
+        location.replace(body.getAttribute("data-refresh-url"));
+      }
+    }, every * 1000);
+  }
 })();
 """
 
@@ -104,12 +114,14 @@ def severity_class(severity: int) -> str:
 
 
 def document(title: str, body: str, *, refresh_url: str | None = None, refresh: str = "off") -> str:
-    meta = ""
+    meta = body_attributes = ""
     if refresh_url is not None and refresh != "off":
-        meta = f'<meta http-equiv="refresh" content="{text(refresh)}; url={text(refresh_url)}">'
+        # without scripts a plain refresh; with them the script's, which waits while a record is open
+        meta = f'<noscript><meta http-equiv="refresh" content="{text(refresh)}; url={text(refresh_url)}"></noscript>'
+        body_attributes = f' data-refresh="{text(refresh)}" data-refresh-url="{text(refresh_url)}"'
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{text(title)}</title>{meta}<style>{CSS}</style></head><body>{body}"
+        f"<title>{text(title)}</title>{meta}<style>{CSS}</style></head><body{body_attributes}>{body}"
         f"<script>{SCRIPT}</script></body></html>\n"
     )
 

@@ -81,7 +81,9 @@ def test_page_lists_alerts_and_events_escaped(sqlite_client: TestClient, sqlite_
     for css in ("sev-critical", "sev-medium", "sev-low", "health-none"):
         assert css in body
     assert "not run yet" in body and "http-equiv" not in body  # refresh=off
-    assert 'http-equiv="refresh" content="60; url=/ui"' in sqlite_client.get("/ui").text
+    refreshing = sqlite_client.get("/ui").text
+    assert '<noscript><meta http-equiv="refresh" content="60; url=/ui"></noscript>' in refreshing
+    assert '<body data-refresh="60" data-refresh-url="/ui">' in refreshing
 
 
 def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_url: str) -> None:
@@ -109,6 +111,7 @@ def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_ur
     body = sqlite_client.get("/ui", params={"alert": "ssh-deny", "sevmin": "50"}).text
     assert '<tr class="selected" data-alert="ssh-deny">' in body
     assert 'url=/ui?alert=ssh-deny&amp;sevmin=50"' in body  # auto-refresh keeps the filters
+    assert 'data-refresh-url="/ui?alert=ssh-deny&amp;sevmin=50"' in body
     assert '<input id="f-sevmin" name="sevmin" value="50"' in body
 
 
