@@ -19,8 +19,6 @@ from fastapi.responses import Response
 from api.security import Principal, token_name
 from api.settings import Settings
 from api.web.session import COOKIE, MAX_NAME, Session, SessionError, SessionKeys
-
-__all__ = ["COOKIE", "MAX_NAME", "SessionKeys", "Viewer", "Resolution"]
 from evaluator.durations import parse_go_duration
 
 COOKIE_PATH = "/ui"
@@ -109,8 +107,8 @@ def same_origin(request: Request) -> bool:
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return False
-    parts = urlsplit(source)
-    return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host")
+    # host[:port] only: behind a proxy that ends TLS the browser's https is http here
+    return urlsplit(source).netloc == request.headers.get("host")
 
 
 async def form_fields(request: Request) -> dict[str, str]:

@@ -253,6 +253,22 @@ def test_cross_site_sign_in_is_refused(secured: TestClient) -> None:
     assert refused.status_code == 403 and "set-cookie" not in refused.headers
 
 
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Origin": "https://testserver"}, 303),  # a proxy in front ended TLS
+        ({"Referer": "http://testserver/ui/signin"}, 303),  # no Origin: the Referer decides
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://testserver.evil.example"}, 403),
+        ({"Origin": "http://evil.example", "Referer": "http://testserver/ui"}, 403),  # Origin wins
+        ({}, 403),
+    ],
+)
+def test_form_posts_must_come_from_this_host(secured: TestClient, headers: dict[str, str], code: int) -> None:
+    form = {"token": WRITE, "next": "/ui"}
+    assert secured.post("/ui/signin", data=form, headers=headers, follow_redirects=False).status_code == code
+
+
 def test_forged_and_expired_sessions_are_refused(secured: TestClient) -> None:
     keys = SessionKeys((READ,), (WRITE,))
     forged = SessionKeys(("f" * 20,), ("g" * 20,)).encode(
