@@ -42,7 +42,7 @@ form.inline { display: inline; margin: 0; }
 pre { margin: 0.3rem 0; white-space: pre-wrap; word-break: break-all; font-size: 0.8rem; }
 .errors { border: 1px solid #b00020; background: #fdecea; padding: 0.4rem 0.8rem; }
 .paging a, .paging span { margin-right: 1rem; } .signin { max-width: 32rem; }
-.signin input { width: 100%; margin: 0.2rem 0 0.8rem; }
+.signin input { width: 100%; margin: 0.2rem 0 0.8rem; } time { white-space: nowrap; }
 """
 
 # Shows each <time datetime=...> in the browser's zone, to the second, with the zone's offset; auto-refresh.
