@@ -19,7 +19,6 @@ from fastapi.responses import Response
 from api.security import Principal, token_name
 from api.settings import Settings
 from api.web.session import COOKIE, MAX_NAME, Session, SessionError, SessionKeys
-from evaluator.durations import parse_go_duration
 
 COOKIE_PATH = "/ui"
 _PROCESS_SECRET = secrets.token_hex(32)  # keys the CSRF tokens when there are no tokens to derive a key from
@@ -51,7 +50,7 @@ def session_keys(settings: Settings) -> SessionKeys:
 
 
 def lifetime_seconds(settings: Settings) -> int:
-    return max(1, int(parse_go_duration(settings.session_lifetime).total_seconds()))
+    return max(1, int(settings.duration("session_lifetime").total_seconds()))
 
 
 def resolve(request: Request, settings: Settings) -> Resolution:

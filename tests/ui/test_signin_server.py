@@ -69,4 +69,4 @@ def test_bad_sign_in_settings_are_refused_at_start(capsys: pytest.CaptureFixture
     assert main([*PROXY, "--trusted-proxy-addresses", "10.0.0.0/8,proxy.example"]) == 2
     assert "trusted proxy address 'proxy.example': expected an address or CIDR" in capsys.readouterr().err
     assert main(["--session-lifetime", "0s"]) == 2
-    assert "session lifetime '0s' must be positive" in capsys.readouterr().err
+    assert "session_lifetime: Value error, '0s' must be a positive duration" in capsys.readouterr().err
