@@ -15,7 +15,8 @@ PAGE_SIZE = 50
 MAX_PAGE = 100_000
 LAST = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440, "7d": 10080, "30d": 43200}  # minutes
 SHOW = ("open", "dismissed", "all")
-REFRESH = ("off", "30", "60", "300")
+REFRESH = ("off", "30", "60", "300")  # offered in the form; any whole number of seconds in REFRESH_RANGE is taken
+REFRESH_RANGE = (2, 3600)
 DEFAULT_REFRESH = "60"
 
 
@@ -103,6 +104,13 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
+    def refresh() -> str:
+        value = raw.get("refresh", "") or DEFAULT_REFRESH
+        if value == "off":
+            return value
+        seconds = integer("refresh", *REFRESH_RANGE)
+        return DEFAULT_REFRESH if seconds is None else str(seconds)
+
     alert = raw.get("alert", "")
     if len(alert) > 253:
         errors.append(f"alert: a GlobalAlert name has at most 253 characters, got {len(alert)}")
@@ -117,7 +125,7 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
         until=moment("until"),
         show=choice("show", SHOW, "open"),
         page=integer("page", 1, MAX_PAGE) or 1,
-        refresh=choice("refresh", REFRESH, DEFAULT_REFRESH),
+        refresh=refresh(),
         raw=raw,
     )
     if filters.sevmin is not None and filters.sevmax is not None and filters.sevmin > filters.sevmax:

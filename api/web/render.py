@@ -271,7 +271,10 @@ def _filters_form(filters: Filters, alert_names: Sequence[str]) -> str:
         + field("since (RFC 3339)", box("since", "e.g. 2026-01-02T03:04:05Z", 22))
         + field("until", box("until", "", 22))
         + field("show", _select("show", [(s, s) for s in SHOW], filters.show))
-        + field("refresh (s)", _select("refresh", [(r, r) for r in REFRESH], filters.refresh))
+        + field(
+            "refresh (s)",
+            _select("refresh", [(r, r) for r in dict.fromkeys((*REFRESH, filters.refresh))], filters.refresh),
+        )
         + '<button id="apply" type="submit">apply</button> <a href="/ui?refresh=off" id="reset">reset</a></form>'
     )
 

@@ -139,6 +139,8 @@ def test_bad_filters_are_named_not_500(sqlite_client: TestClient) -> None:
     assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
     for message in ("sevmin: &#x27;high&#x27;", "dataset: &#x27;&lt;x&gt;&#x27;", "since: &#x27;soon&#x27;", "show:"):
         assert message in page.text
+    assert "refresh: &#x27;1&#x27; is not a whole number from 2 to 3600" in sqlite_client.get("/ui?refresh=1").text
+    assert 'data-refresh="7"' in sqlite_client.get("/ui?refresh=7").text
     inverted = sqlite_client.get("/ui", params={"sevmin": "80", "sevmax": "20"})
     assert inverted.status_code == 400 and "sevmin (80) must not be above sevmax (20)" in inverted.text
     assert sqlite_client.get("/ui", params={"alert": "x" * 254}).status_code == 400

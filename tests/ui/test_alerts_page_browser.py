@@ -149,6 +149,15 @@ def test_sign_in_filter_expand_dismiss_sign_out(
     assert body.get_attribute("data-refresh-url") == "/ui?alert=ssh-deny&sevmin=80&refresh=30"
     browser.get(browser.current_url.replace("sevmin=80", "sevmax=50"))
     assert event_rows(browser) == []
+    # the auto-refresh reloads the same filtered URL, and holds while a record is open
+    browser.get(f"{url}/ui?alert=ssh-deny&refresh=2")
+    browser.execute_script("window.mark = 1")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.mark === undefined"))
+    assert browser.current_url == f"{url}/ui?alert=ssh-deny&refresh=2" and len(event_rows(browser)) == 2
+    event_rows(browser)[0].find_element(By.TAG_NAME, "summary").click()
+    browser.execute_script("window.mark = 2")
+    time.sleep(4.5)
+    assert browser.execute_script("return window.mark") == 2
     browser.get(f"{url}/ui?refresh=off&alert=ssh-deny")
 
     # the record on demand
