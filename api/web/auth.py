@@ -55,8 +55,8 @@ def lifetime_seconds(settings: Settings) -> int:
 
 def resolve(request: Request, settings: Settings) -> Resolution:
     keys = session_keys(settings)
-    if not settings.auth_enabled:
-        return Resolution(Viewer("anonymous", True, keys.csrf_token("open"), "open"))
+    if not settings.auth_enabled:  # everyone may write; a trusted proxy's user header still names them
+        return Resolution(Viewer(proxy_user(request, settings) or "anonymous", True, keys.csrf_token("open"), "open"))
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:  # api.security checked the bearer header
         return Resolution(Viewer(principal.name, principal.can_write, None, "bearer"))

@@ -333,6 +333,15 @@ def test_trusted_proxy_header_only_from_configured_addresses(sqlite_url: str) ->
         assert 'action="/ui/signin"' in client.get("/ui", headers=header).text
 
 
+def test_without_tokens_a_trusted_proxy_still_names_the_user(sqlite_url: str) -> None:
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User").app
+    header = {"X-Forwarded-User": "kim"}
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
+        assert "kim (write)" in client.get("/ui", headers=header).text
+    with TestClient(app, client=("192.0.2.1", 40000)) as client:  # not a configured address
+        assert "anonymous (write)" in client.get("/ui", headers=header).text
+
+
 def test_silence_links_when_alertmanager_is_configured(sqlite_url: str) -> None:
     with make_client(sqlite_url, alertmanager_url="http://am.example:9093") as client:
         assert client.post("/globalalerts", json=alert("ssh-deny")).status_code == 201
