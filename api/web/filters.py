@@ -15,6 +15,7 @@ PAGE_SIZE = 50
 MAX_PAGE = 100_000
 LAST = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440, "7d": 10080, "30d": 43200}  # minutes
 SHOW = ("open", "dismissed", "all")
+SORT = ("time", "severity")
 REFRESH = ("off", "30", "60", "300")  # offered in the form; any whole number of seconds in REFRESH_RANGE is taken
 REFRESH_RANGE = (2, 3600)
 DEFAULT_REFRESH = "60"
@@ -30,6 +31,7 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     show: str = "open"
+    sort: str = "time"
     page: int = 1
     refresh: str = DEFAULT_REFRESH
     raw: Mapping[str, str] = field(default_factory=dict, compare=False)  # as given, to refill the form
@@ -45,6 +47,7 @@ class Filters:
             "since": self.raw.get("since", ""),
             "until": self.raw.get("until", ""),
             "show": "" if self.show == "open" else self.show,
+            "sort": "" if self.sort == "time" else self.sort,
             "page": "" if self.page == 1 else str(self.page),
             "refresh": "" if self.refresh == DEFAULT_REFRESH else self.refresh,
         }
@@ -67,6 +70,7 @@ class Filters:
             since=since,
             until=self.until,
             dismissed={"open": False, "dismissed": True, "all": None}[self.show],
+            order=self.sort,
             limit=PAGE_SIZE,
             offset=(self.page - 1) * PAGE_SIZE,
         )
@@ -124,6 +128,7 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
         since=moment("since"),
         until=moment("until"),
         show=choice("show", SHOW, "open"),
+        sort=choice("sort", SORT, "time"),
         page=integer("page", 1, MAX_PAGE) or 1,
         refresh=refresh(),
         raw=raw,

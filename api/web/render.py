@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from api.resources import StoredObject
 from api.web.auth import Viewer
-from api.web.filters import LAST, PAGE_SIZE, REFRESH, SHOW, Filters
+from api.web.filters import LAST, PAGE_SIZE, REFRESH, SHOW, SORT, Filters
 from evaluator.alerts import AlertStatus
 from evaluator.engine.notify import labels_for
 from evaluator.events import Event, EventPage, rfc3339
@@ -271,6 +271,9 @@ def _filters_form(filters: Filters, alert_names: Sequence[str]) -> str:
         + field("since (RFC 3339)", box("since", "e.g. 2026-01-02T03:04:05Z", 22))
         + field("until", box("until", "", 22))
         + field("show", _select("show", [(s, s) for s in SHOW], filters.show))
+        + field(
+            "sort by", _select("sort", [(s, {"time": "newest", "severity": "severity"}[s]) for s in SORT], filters.sort)
+        )
         + field(
             "refresh (s)",
             _select("refresh", [(r, r) for r in dict.fromkeys((*REFRESH, filters.refresh))], filters.refresh),

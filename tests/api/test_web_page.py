@@ -108,6 +108,7 @@ def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_ur
     assert shown(since="2026-01-02T02:50:00Z") == ["ssh high", "ssh low"]
     assert shown(until="2026-01-01T00:00:00Z") == ["ssh old"]
     assert shown(alert="ssh-deny", sevmin="50") == ["ssh high", "ssh old"]
+    assert shown(sort="severity") == ["ssh high", "ssh old", "dns mid", "ssh low"]  # then newest
     body = sqlite_client.get("/ui", params={"alert": "ssh-deny", "sevmin": "50"}).text
     assert '<tr class="selected" data-alert="ssh-deny">' in body
     assert 'url=/ui?alert=ssh-deny&amp;sevmin=50"' in body  # auto-refresh keeps the filters
