@@ -327,11 +327,19 @@ def test_bearer_writes_dismiss_under_the_token_name(secured: TestClient, sqlite_
 def test_trusted_proxy_header_only_from_configured_addresses(sqlite_url: str) -> None:
     settings: dict[str, Any] = {"read_tokens": (READ,), "write_tokens": (WRITE,)}
     header = {"X-Forwarded-User": "heidi@example.com"}
-    # TestClient's peer is "testclient", not an address: never trusted
-    with make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", **settings) as client:
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", **settings).app
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:  # the default: loopback
+        assert "heidi@example.com (read)" in client.get("/ui", headers=header).text
+    with TestClient(app, client=("192.0.2.1", 40000)) as client:
         assert 'action="/ui/signin"' in client.get("/ui", headers=header).text
-    with make_client(sqlite_url, **settings) as client:  # header not configured: ignored
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", trusted_proxy_addresses="10.0.0.0/8",
+                      **settings).app  # fmt: skip
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
         assert 'action="/ui/signin"' in client.get("/ui", headers=header).text
+    with TestClient(app, client=("10.1.2.3", 40000)) as client:
+        assert "heidi@example.com (read)" in client.get("/ui", headers=header).text
+    with TestClient(make_client(sqlite_url, **settings).app, client=("127.0.0.1", 40000)) as client:
+        assert 'action="/ui/signin"' in client.get("/ui", headers=header).text  # no header configured: ignored
 
 
 def test_without_tokens_a_trusted_proxy_still_names_the_user(sqlite_url: str) -> None:
