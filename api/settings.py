@@ -93,13 +93,7 @@ class Settings(EngineSettings):
     @field_validator("session_lifetime")
     @classmethod
     def _lifetime(cls, value: str) -> str:
-        try:
-            parsed = parse_go_duration(value)
-        except DurationError as exc:
-            raise ValueError(str(exc)) from exc
-        if parsed <= timedelta(0):
-            raise ValueError(f"session lifetime {value!r} must be positive")
-        return value
+        return cls._check_duration(value)  # the engine's rule for its durations: positive, Go syntax
 
     @field_validator("host")
     @classmethod

@@ -105,6 +105,7 @@ class EventQuery:
     severity_max: int | None = None  # inclusive
     alerts: tuple[str, ...] | None = None  # any of these alerts (e.g. those of one data set); () matches none
     dismissed: bool | None = None  # None: both
+    order: str = "time"  # "time": newest first; "severity": highest first, then newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +174,16 @@ def _filters(query: EventQuery) -> list[sa.ColumnElement[bool]]:
     return clauses
 
 
+def _order(query: EventQuery) -> list[sa.UnaryExpression[Any]]:
+    newest = [events_table.c.time.desc(), events_table.c.id.desc()]
+    return [events_table.c.severity.desc(), *newest] if query.order == "severity" else newest
+
+
 def search_events(conn: sa.Connection, query: EventQuery) -> EventPage:
     where = _filters(query)
     total = conn.scalar(sa.select(sa.func.count()).select_from(events_table).where(*where)) or 0
     rows = conn.execute(
-        sa.select(events_table)
-        .where(*where)
-        .order_by(events_table.c.time.desc(), events_table.c.id.desc())
-        .limit(query.limit)
-        .offset(query.offset)
+        sa.select(events_table).where(*where).order_by(*_order(query)).limit(query.limit).offset(query.offset)
     )
     return EventPage(items=tuple(_event(r) for r in rows), total=int(total))
 

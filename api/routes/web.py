@@ -25,7 +25,7 @@ from api.routes.events import EVENT_ID, dismiss_event
 from api.security import token_role
 from api.web import auth, render
 from api.web.filters import Filters, parse_filters
-from api.web.session import MAX_NAME
+from api.web.session import COOKIE, MAX_NAME
 from evaluator.engine.model import StoreError
 from evaluator.events import EventPage
 
@@ -68,7 +68,7 @@ def _signin(request: Request, services: Services, problem: str | None, status_co
         problem=problem, next_url=render.next_url(target), proxy_header=services.settings.trusted_proxy_header
     )
     response = html(page, status_code)
-    if request.cookies.get(auth.COOKIE):
+    if request.cookies.get(COOKIE):
         auth.clear_session_cookie(response, request, services.settings)
     return response
 

@@ -20,9 +20,6 @@ from api.security import Principal, token_name
 from api.settings import Settings
 from api.web.session import COOKIE, MAX_NAME, Session, SessionError, SessionKeys
 
-__all__ = ["COOKIE", "MAX_NAME", "SessionKeys", "Viewer", "Resolution"]
-from evaluator.durations import parse_go_duration
-
 COOKIE_PATH = "/ui"
 _PROCESS_SECRET = secrets.token_hex(32)  # keys the CSRF tokens when there are no tokens to derive a key from
 
@@ -53,13 +50,13 @@ def session_keys(settings: Settings) -> SessionKeys:
 
 
 def lifetime_seconds(settings: Settings) -> int:
-    return max(1, int(parse_go_duration(settings.session_lifetime).total_seconds()))
+    return max(1, int(settings.duration("session_lifetime").total_seconds()))
 
 
 def resolve(request: Request, settings: Settings) -> Resolution:
     keys = session_keys(settings)
-    if not settings.auth_enabled:
-        return Resolution(Viewer("anonymous", True, keys.csrf_token("open"), "open"))
+    if not settings.auth_enabled:  # everyone may write; a trusted proxy's user header still names them
+        return Resolution(Viewer(proxy_user(request, settings) or "anonymous", True, keys.csrf_token("open"), "open"))
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:  # api.security checked the bearer header
         return Resolution(Viewer(principal.name, principal.can_write, None, "bearer"))
@@ -109,8 +106,8 @@ def same_origin(request: Request) -> bool:
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return False
-    parts = urlsplit(source)
-    return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host")
+    # host[:port] only: behind a proxy that ends TLS the browser's https is http here
+    return urlsplit(source).netloc == request.headers.get("host")
 
 
 async def form_fields(request: Request) -> dict[str, str]:

@@ -15,7 +15,9 @@ PAGE_SIZE = 50
 MAX_PAGE = 100_000
 LAST = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440, "7d": 10080, "30d": 43200}  # minutes
 SHOW = ("open", "dismissed", "all")
-REFRESH = ("off", "30", "60", "300")
+SORT = ("time", "severity")
+REFRESH = ("off", "30", "60", "300")  # offered in the form; any whole number of seconds in REFRESH_RANGE is taken
+REFRESH_RANGE = (2, 3600)
 DEFAULT_REFRESH = "60"
 
 
@@ -29,6 +31,7 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     show: str = "open"
+    sort: str = "time"
     page: int = 1
     refresh: str = DEFAULT_REFRESH
     raw: Mapping[str, str] = field(default_factory=dict, compare=False)  # as given, to refill the form
@@ -44,6 +47,7 @@ class Filters:
             "since": self.raw.get("since", ""),
             "until": self.raw.get("until", ""),
             "show": "" if self.show == "open" else self.show,
+            "sort": "" if self.sort == "time" else self.sort,
             "page": "" if self.page == 1 else str(self.page),
             "refresh": "" if self.refresh == DEFAULT_REFRESH else self.refresh,
         }
@@ -66,6 +70,7 @@ class Filters:
             since=since,
             until=self.until,
             dismissed={"open": False, "dismissed": True, "all": None}[self.show],
+            order=self.sort,
             limit=PAGE_SIZE,
             offset=(self.page - 1) * PAGE_SIZE,
         )
@@ -103,6 +108,13 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
+    def refresh() -> str:
+        value = raw.get("refresh", "") or DEFAULT_REFRESH
+        if value == "off":
+            return value
+        seconds = integer("refresh", *REFRESH_RANGE)
+        return DEFAULT_REFRESH if seconds is None else str(seconds)
+
     alert = raw.get("alert", "")
     if len(alert) > 253:
         errors.append(f"alert: a GlobalAlert name has at most 253 characters, got {len(alert)}")
@@ -116,8 +128,9 @@ def parse_filters(query: Mapping[str, str]) -> tuple[Filters, list[str]]:
         since=moment("since"),
         until=moment("until"),
         show=choice("show", SHOW, "open"),
+        sort=choice("sort", SORT, "time"),
         page=integer("page", 1, MAX_PAGE) or 1,
-        refresh=choice("refresh", REFRESH, DEFAULT_REFRESH),
+        refresh=refresh(),
         raw=raw,
     )
     if filters.sevmin is not None and filters.sevmax is not None and filters.sevmin > filters.sevmax:

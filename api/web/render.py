@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from api.resources import StoredObject
 from api.web.auth import Viewer
-from api.web.filters import LAST, PAGE_SIZE, REFRESH, SHOW, Filters
+from api.web.filters import LAST, PAGE_SIZE, REFRESH, SHOW, SORT, Filters
 from evaluator.alerts import AlertStatus
 from evaluator.engine.notify import labels_for
 from evaluator.events import Event, EventPage, rfc3339
@@ -42,10 +42,10 @@ form.inline { display: inline; margin: 0; }
 pre { margin: 0.3rem 0; white-space: pre-wrap; word-break: break-all; font-size: 0.8rem; }
 .errors { border: 1px solid #b00020; background: #fdecea; padding: 0.4rem 0.8rem; }
 .paging a, .paging span { margin-right: 1rem; } .signin { max-width: 32rem; }
-.signin input { width: 100%; margin: 0.2rem 0 0.8rem; }
+.signin input { width: 100%; margin: 0.2rem 0 0.8rem; } time { white-space: nowrap; }
 """
 
-# Shows each <time datetime=...> in the browser's zone, to the second, with the zone's offset.
+# Shows each <time datetime=...> in the browser's zone, to the second, with the zone's offset; auto-refresh.
 SCRIPT = """
 (function () {
   function two(n) { return (n < 10 ? "0" : "") + n; }
@@ -60,6 +60,16 @@ SCRIPT = """
       " UTC" + sign + two(Math.floor(off / 60)) + ":" + two(off % 60);
     t.className = "local";
   });
+  // Auto-refresh (same URL, so the same filters), held while a record is open or a field is being edited.
+  var body = document.body, every = parseInt(body.getAttribute("data-refresh") || "0", 10);
+  if (every > 0) {
+    setInterval(function () {
+      var active = document.activeElement, tag = active ? active.tagName : "";
+      if (!document.querySelector("details[open]") && !/^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(tag)) {
+        location.replace(body.getAttribute("data-refresh-url"));
+      }
+    }, every * 1000);
+  }
 })();
 """
 
@@ -104,12 +114,14 @@ def severity_class(severity: int) -> str:
 
 
 def document(title: str, body: str, *, refresh_url: str | None = None, refresh: str = "off") -> str:
-    meta = ""
+    meta = body_attributes = ""
     if refresh_url is not None and refresh != "off":
-        meta = f'<meta http-equiv="refresh" content="{text(refresh)}; url={text(refresh_url)}">'
+        # without scripts a plain refresh; with them the script's, which waits while a record is open
+        meta = f'<noscript><meta http-equiv="refresh" content="{text(refresh)}; url={text(refresh_url)}"></noscript>'
+        body_attributes = f' data-refresh="{text(refresh)}" data-refresh-url="{text(refresh_url)}"'
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{text(title)}</title>{meta}<style>{CSS}</style></head><body>{body}"
+        f"<title>{text(title)}</title>{meta}<style>{CSS}</style></head><body{body_attributes}>{body}"
         f"<script>{SCRIPT}</script></body></html>\n"
     )
 
@@ -259,7 +271,13 @@ def _filters_form(filters: Filters, alert_names: Sequence[str]) -> str:
         + field("since (RFC 3339)", box("since", "e.g. 2026-01-02T03:04:05Z", 22))
         + field("until", box("until", "", 22))
         + field("show", _select("show", [(s, s) for s in SHOW], filters.show))
-        + field("refresh (s)", _select("refresh", [(r, r) for r in REFRESH], filters.refresh))
+        + field(
+            "sort by", _select("sort", [(s, {"time": "newest", "severity": "severity"}[s]) for s in SORT], filters.sort)
+        )
+        + field(
+            "refresh (s)",
+            _select("refresh", [(r, r) for r in dict.fromkeys((*REFRESH, filters.refresh))], filters.refresh),
+        )
         + '<button id="apply" type="submit">apply</button> <a href="/ui?refresh=off" id="reset">reset</a></form>'
     )
 

@@ -77,7 +77,8 @@ class OpenSearchEventStore:
             (filters if query.dismissed else must_not).append({"exists": {"field": "dismissed.at"}})
         body = {
             "query": {"bool": {"filter": filters, **({"must_not": must_not} if must_not else {})}},
-            "sort": [{"time": {"order": "desc"}}],
+            "sort": ([{"severity": {"order": "desc"}}] if query.order == "severity" else [])
+            + [{"time": {"order": "desc"}}],
             "from": query.offset,
             "size": query.limit,
             "track_total_hits": True,

@@ -80,7 +80,9 @@ def test_page_lists_alerts_and_events_escaped(sqlite_client: TestClient, sqlite_
     for css in ("sev-critical", "sev-medium", "sev-low", "health-none"):
         assert css in body
     assert "not run yet" in body and "http-equiv" not in body  # refresh=off
-    assert 'http-equiv="refresh" content="60; url=/ui"' in sqlite_client.get("/ui").text
+    refreshing = sqlite_client.get("/ui").text
+    assert '<noscript><meta http-equiv="refresh" content="60; url=/ui"></noscript>' in refreshing
+    assert '<body data-refresh="60" data-refresh-url="/ui">' in refreshing
 
 
 def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_url: str) -> None:
@@ -105,9 +107,11 @@ def test_filters_are_in_the_url_and_combine(sqlite_client: TestClient, sqlite_ur
     assert shown(since="2026-01-02T02:50:00Z") == ["ssh high", "ssh low"]
     assert shown(until="2026-01-01T00:00:00Z") == ["ssh old"]
     assert shown(alert="ssh-deny", sevmin="50") == ["ssh high", "ssh old"]
+    assert shown(sort="severity") == ["ssh high", "ssh old", "dns mid", "ssh low"]  # then newest
     body = sqlite_client.get("/ui", params={"alert": "ssh-deny", "sevmin": "50"}).text
     assert '<tr class="selected" data-alert="ssh-deny">' in body
     assert 'url=/ui?alert=ssh-deny&amp;sevmin=50"' in body  # auto-refresh keeps the filters
+    assert 'data-refresh-url="/ui?alert=ssh-deny&amp;sevmin=50"' in body
     assert '<input id="f-sevmin" name="sevmin" value="50"' in body
 
 
@@ -135,6 +139,8 @@ def test_bad_filters_are_named_not_500(sqlite_client: TestClient) -> None:
     assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
     for message in ("sevmin: &#x27;high&#x27;", "dataset: &#x27;&lt;x&gt;&#x27;", "since: &#x27;soon&#x27;", "show:"):
         assert message in page.text
+    assert "refresh: &#x27;1&#x27; is not a whole number from 2 to 3600" in sqlite_client.get("/ui?refresh=1").text
+    assert 'data-refresh="7"' in sqlite_client.get("/ui?refresh=7").text
     inverted = sqlite_client.get("/ui", params={"sevmin": "80", "sevmax": "20"})
     assert inverted.status_code == 400 and "sevmin (80) must not be above sevmax (20)" in inverted.text
     assert sqlite_client.get("/ui", params={"alert": "x" * 254}).status_code == 400
@@ -249,6 +255,22 @@ def test_cross_site_sign_in_is_refused(secured: TestClient) -> None:
     assert refused.status_code == 403 and "set-cookie" not in refused.headers
 
 
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Origin": "https://testserver"}, 303),  # a proxy in front ended TLS
+        ({"Referer": "http://testserver/ui/signin"}, 303),  # no Origin: the Referer decides
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://testserver.evil.example"}, 403),
+        ({"Origin": "http://evil.example", "Referer": "http://testserver/ui"}, 403),  # Origin wins
+        ({}, 403),
+    ],
+)
+def test_form_posts_must_come_from_this_host(secured: TestClient, headers: dict[str, str], code: int) -> None:
+    form = {"token": WRITE, "next": "/ui"}
+    assert secured.post("/ui/signin", data=form, headers=headers, follow_redirects=False).status_code == code
+
+
 def test_forged_and_expired_sessions_are_refused(secured: TestClient) -> None:
     keys = SessionKeys((READ,), (WRITE,))
     forged = SessionKeys(("f" * 20,), ("g" * 20,)).encode(
@@ -304,11 +326,28 @@ def test_bearer_writes_dismiss_under_the_token_name(secured: TestClient, sqlite_
 def test_trusted_proxy_header_only_from_configured_addresses(sqlite_url: str) -> None:
     settings: dict[str, Any] = {"read_tokens": (READ,), "write_tokens": (WRITE,)}
     header = {"X-Forwarded-User": "heidi@example.com"}
-    # TestClient's peer is "testclient", not an address: never trusted
-    with make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", **settings) as client:
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", **settings).app
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:  # the default: loopback
+        assert "heidi@example.com (read)" in client.get("/ui", headers=header).text
+    with TestClient(app, client=("192.0.2.1", 40000)) as client:
         assert 'action="/ui/signin"' in client.get("/ui", headers=header).text
-    with make_client(sqlite_url, **settings) as client:  # header not configured: ignored
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User", trusted_proxy_addresses="10.0.0.0/8",
+                      **settings).app  # fmt: skip
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
         assert 'action="/ui/signin"' in client.get("/ui", headers=header).text
+    with TestClient(app, client=("10.1.2.3", 40000)) as client:
+        assert "heidi@example.com (read)" in client.get("/ui", headers=header).text
+    with TestClient(make_client(sqlite_url, **settings).app, client=("127.0.0.1", 40000)) as client:
+        assert 'action="/ui/signin"' in client.get("/ui", headers=header).text  # no header configured: ignored
+
+
+def test_without_tokens_a_trusted_proxy_still_names_the_user(sqlite_url: str) -> None:
+    app = make_client(sqlite_url, trusted_proxy_header="X-Forwarded-User").app
+    header = {"X-Forwarded-User": "kim"}
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
+        assert "kim (write)" in client.get("/ui", headers=header).text
+    with TestClient(app, client=("192.0.2.1", 40000)) as client:  # not a configured address
+        assert "anonymous (write)" in client.get("/ui", headers=header).text
 
 
 def test_silence_links_when_alertmanager_is_configured(sqlite_url: str) -> None:

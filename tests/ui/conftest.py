@@ -55,7 +55,9 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def start_secured(process: EvaluatorProcess, *args: str, **env: str) -> str:
+def start_secured(
+    process: EvaluatorProcess, *args: str, scheme: str = "http", ca: str | None = None, **env: str
+) -> str:
     """The evaluator with a read and a write token (and the scheduler, as in production)."""
     tokens = {"POLICYWATCH_READ_TOKENS": READ, "POLICYWATCH_WRITE_TOKENS": WRITE}
-    return process.start(*args, env={**tokens, **env})
+    return process.start(*args, env={**tokens, **env}, scheme=scheme, ca=ca)

@@ -20,7 +20,9 @@ import pytest
 import sqlalchemy as sa
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from api.web.session import COOKIE, SessionKeys
 from devstack.services import free_port
@@ -73,12 +75,20 @@ def seed(evaluator: EvaluatorProcess, url: str) -> None:
         engine.dispose()
 
 
+def click_and_load(driver: webdriver.Chrome, element: WebElement) -> None:
+    """Click what submits a form, and wait until the next page has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def sign_in(driver: webdriver.Chrome, url: str, token: str, name: str = "") -> None:
     driver.get(f"{url}/ui?refresh=off")
     driver.find_element(By.ID, "token").send_keys(token)
     if name:
         driver.find_element(By.ID, "name").send_keys(name)
-    driver.find_element(By.ID, "signin").click()
+    click_and_load(driver, driver.find_element(By.ID, "signin"))
 
 
 def event_rows(driver: webdriver.Chrome) -> list[Any]:
@@ -130,13 +140,23 @@ def test_sign_in_filter_expand_dismiss_sign_out(
     Select(browser.find_element(By.ID, "f-alert")).select_by_value("ssh-deny")
     browser.find_element(By.ID, "f-sevmin").send_keys("80")
     Select(browser.find_element(By.ID, "f-refresh")).select_by_value("30")
-    browser.find_element(By.ID, "apply").click()
+    click_and_load(browser, browser.find_element(By.ID, "apply"))
     assert browser.current_url == f"{url}/ui?alert=ssh-deny&sevmin=80&refresh=30"
     assert len(event_rows(browser)) == 2
-    refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]').get_attribute("content")
-    assert refresh is not None and refresh.startswith("30; url=/ui?") and "sevmin=80" in refresh
+    body = browser.find_element(By.TAG_NAME, "body")
+    assert body.get_attribute("data-refresh") == "30"
+    assert body.get_attribute("data-refresh-url") == "/ui?alert=ssh-deny&sevmin=80&refresh=30"
     browser.get(browser.current_url.replace("sevmin=80", "sevmax=50"))
     assert event_rows(browser) == []
+    # the auto-refresh reloads the same filtered URL, and holds while a record is open
+    browser.get(f"{url}/ui?alert=ssh-deny&refresh=2")
+    browser.execute_script("window.mark = 1")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.mark === undefined"))
+    assert browser.current_url == f"{url}/ui?alert=ssh-deny&refresh=2" and len(event_rows(browser)) == 2
+    event_rows(browser)[0].find_element(By.TAG_NAME, "summary").click()
+    browser.execute_script("window.mark = 2")
+    time.sleep(3.5)  # past the next tick of the 2 s refresh
+    assert browser.execute_script("return window.mark") == 2
     browser.get(f"{url}/ui?refresh=off&alert=ssh-deny")
 
     # the record on demand
@@ -149,7 +169,7 @@ def test_sign_in_filter_expand_dismiss_sign_out(
 
     # dismiss: it leaves the default view; who and when show in the dismissed view, the API and the page agree
     event_id = row.get_attribute("data-id")
-    row.find_element(By.CSS_SELECTOR, "button.dismiss").click()
+    click_and_load(browser, row.find_element(By.CSS_SELECTOR, "button.dismiss"))
     assert "alert=ssh-deny" in browser.current_url
     assert [r.get_attribute("data-id") for r in event_rows(browser)] != [] and event_id not in [
         r.get_attribute("data-id") for r in event_rows(browser)
@@ -163,7 +183,7 @@ def test_sign_in_filter_expand_dismiss_sign_out(
     api = httpx.get(f"{url}/events", params={"dismissed": "true"}, headers={"Authorization": f"Bearer {READ}"})
     assert [(e["id"], e["dismissed"]["by"]) for e in api.json()["items"]] == [(event_id, "alice")]
 
-    browser.find_element(By.ID, "signout").click()
+    click_and_load(browser, browser.find_element(By.ID, "signout"))
     assert browser.title == "policywatch: sign in" and session_cookie(browser) is None
     browser.get(f"{url}/ui")
     assert browser.title == "policywatch: sign in"
@@ -245,9 +265,7 @@ def test_cross_site_posts_are_refused(
             '<script>document.getElementById("f").submit()</script>'
         ).encode()
         browser.get(f"{origin}/")
-        deadline = time.monotonic() + 10
-        while not browser.current_url.startswith(url) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        WebDriverWait(browser, 15).until(lambda d: d.current_url.startswith(url) and d.find_elements(By.ID, "problem"))
         assert "cross-site request refused" in browser.find_element(By.ID, "problem").text
     screenshot(browser, artifacts, "10-cross-site-refused")
     api = httpx.get(f"{url}/events", params={"dismissed": "true"}, headers={"Authorization": f"Bearer {READ}"})

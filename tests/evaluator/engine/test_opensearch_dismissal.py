@@ -59,8 +59,10 @@ def test_filters_of_the_alerts_page_in_the_query() -> None:
         {"exists": {"field": "dismissed.at"}},
     ]
     assert "must_not" not in query
-    OpenSearchEventStore(index, index="ev").search(EventQuery(dismissed=False))
+    assert index.calls[0][1]["body"]["sort"] == [{"time": {"order": "desc"}}]
+    OpenSearchEventStore(index, index="ev").search(EventQuery(dismissed=False, order="severity"))
     assert index.calls[1][1]["body"]["query"]["bool"]["must_not"] == [{"exists": {"field": "dismissed.at"}}]
+    assert index.calls[1][1]["body"]["sort"] == [{"severity": {"order": "desc"}}, {"time": {"order": "desc"}}]
 
 
 def test_dismiss_keeps_the_first_dismissal_and_reads_the_document_back() -> None:
