@@ -3,9 +3,13 @@
 // Every kernel-version-dependent number arrives as a -D define computed at load time:
 //   ARG_SKB, ARG_REASON     positions of the skb and the drop reason among the tracepoint's arguments (BTF)
 //   NETFILTER_DROP_REASON   enum skb_drop_reason value, from the tracepoint's format file (or BTF)
-//   SPAN_START, SPAN_LEN    one contiguous slice of struct sk_buff holding len, mark, head, data,
-//                           network_header and protocol (offsets from /sys/kernel/btf/vmlinux), read with one helper call
-//   OFF_LEN, OFF_MARK, OFF_HEAD, OFF_DATA, OFF_NH, OFF_PROTOCOL   those members' offsets inside the slice
+//   SPAN_START, SPAN_LEN    one contiguous slice of struct sk_buff holding dev, sk, _skb_refdst, len, mark, head,
+//                           data, network_header, mac_header and protocol (offsets from /sys/kernel/btf/vmlinux),
+//                           read with one helper call
+//   OFF_LEN, OFF_MARK, OFF_HEAD, OFF_DATA, OFF_NH, OFF_MAC, OFF_PROTOCOL, OFF_DEV, OFF_SK, OFF_DST
+//                           those members' offsets inside the slice
+//   NETDEV_NET, SOCK_NET, DST_DEV, NET_INUM   net_device.nd_net, sock's skc_net, dst_entry.dev, net.ns.inum:
+//                           the namespace inode of the drop, from the skb's device, else its socket, else its route
 //   MARK_MASK               bits of skb->mark that carry the policy id
 //   MAP_SIZE, OVERFLOW_SIZE bounds of the counting maps
 //
@@ -28,10 +32,16 @@
 
 struct drop_key {
     u32 policy;
+    u32 netns;  // inode of the network namespace the drop happened in; 0 when none could be read
     u8 family;
-    u8 pad[3];
+    u8 pad[7];
     u8 addr[16];
 } __attribute__((aligned(8)));
+
+struct overflow_key {
+    u32 policy;
+    u32 netns;
+};
 
 struct drop_value {
     u64 packets;
@@ -42,9 +52,9 @@ BPF_TABLE("percpu_hash", struct drop_key, struct drop_value, drops_a, MAP_SIZE);
 BPF_TABLE("percpu_hash", struct drop_key, struct drop_value, drops_b, MAP_SIZE);
 BPF_ARRAY_OF_MAPS(drops_slot, "drops_a", 1);
 
-// Per policy: drops that found the counting map full.
-BPF_TABLE("percpu_hash", u32, struct drop_value, overflow_a, OVERFLOW_SIZE);
-BPF_TABLE("percpu_hash", u32, struct drop_value, overflow_b, OVERFLOW_SIZE);
+// Per policy and namespace: drops that found the counting map full.
+BPF_TABLE("percpu_hash", struct overflow_key, struct drop_value, overflow_a, OVERFLOW_SIZE);
+BPF_TABLE("percpu_hash", struct overflow_key, struct drop_value, overflow_b, OVERFLOW_SIZE);
 BPF_ARRAY_OF_MAPS(overflow_slot, "overflow_a", 1);
 
 // Last resort when the overflow map is full too: one monotonic per-CPU counter, never reset.
@@ -87,7 +97,7 @@ static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) 
     if (drops && count_in(drops, key, packets, bytes) == 0)
         return;
 
-    u32 policy = key->policy;
+    struct overflow_key policy = {.policy = key->policy, .netns = key->netns};
     void *overflow = overflow_slot.lookup(&slot);
     if (overflow && count_in(overflow, &policy, packets, bytes) == 0)
         return;
@@ -97,6 +107,26 @@ static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) 
         last->packets += packets;
         last->bytes += bytes;
     }
+}
+
+// The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
+// else its route's device (_skb_refdst, whose low bit is a "no reference" flag).
+static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst) {
+    u64 net = 0;
+    if (dev)
+        bpf_probe_read_kernel(&net, sizeof(net), (void *)(dev + NETDEV_NET));
+    if (!net && sk)
+        bpf_probe_read_kernel(&net, sizeof(net), (void *)(sk + SOCK_NET));
+    if (!net && (refdst & ~1ULL)) {
+        u64 route_dev = 0;
+        bpf_probe_read_kernel(&route_dev, sizeof(route_dev), (void *)((refdst & ~1ULL) + DST_DEV));
+        if (route_dev)
+            bpf_probe_read_kernel(&net, sizeof(net), (void *)(route_dev + NETDEV_NET));
+    }
+    u32 inum = 0;
+    if (net)
+        bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
+    return inum;
 }
 
 // Attached raw (BPF_RAW_TRACEPOINT): the program gets the tracepoint's own arguments, without the cost of
@@ -110,8 +140,12 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
         __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
 
     u32 len, mark;
-    u64 head, data;
-    u16 nh, proto;
+    u64 head, data, dev, sk, refdst;
+    u16 nh, mac, proto;
+    __builtin_memcpy(&dev, span + OFF_DEV, sizeof(dev));
+    __builtin_memcpy(&sk, span + OFF_SK, sizeof(sk));
+    __builtin_memcpy(&refdst, span + OFF_DST, sizeof(refdst));
+    __builtin_memcpy(&mac, span + OFF_MAC, sizeof(mac));
     __builtin_memcpy(&len, span + OFF_LEN, sizeof(len));
     __builtin_memcpy(&mark, span + OFF_MARK, sizeof(mark));
     __builtin_memcpy(&head, span + OFF_HEAD, sizeof(head));
@@ -122,6 +156,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
     struct drop_key key;
     __builtin_memset(&key, 0, sizeof(key));
     key.policy = mark & MARK_MASK;
+    key.netns = netns_of(dev, sk, refdst);
 
     u64 network = head + nh;
     // netfilter counts skb->len with data at the network header; count from the network header whatever
@@ -154,7 +189,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
     }
     u64 *a = (u64 *)&cached->key;
     u64 *b = (u64 *)&key;
-    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2]) {
+    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]) {
         cached->packets += 1;
         cached->bytes += bytes;
         return 0;

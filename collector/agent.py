@@ -43,17 +43,19 @@ class Agent:
         drain_time = time.perf_counter() - started
         # a ruleset read (every --ruleset-refresh) is not part of the drain time
         self._resolver.refresh_if_older(self._ruleset_refresh)
-        ids = {d.policy_id for d in drained.drops} | {d.policy_id for d in drained.overflow}
-        if not all(self._resolver.names.knows(i) for i in ids):
+        ids = {(d.policy_id, d.netns) for d in drained.drops} | {(d.policy_id, d.netns) for d in drained.overflow}
+        if not all(self._resolver.names.knows(i, ns) for i, ns in ids):
             self._resolver.refresh_if_older(UNKNOWN_MARK_REREAD)
         started = time.perf_counter()
         names = self._resolver.names
         store = self._store
         for d in drained.drops:
-            store.add(policy=names.label(d.policy_id), src_ip=d.src_ip, packets=d.packets, nbytes=d.bytes)
+            store.add(policy=names.label(d.policy_id, d.netns), src_ip=d.src_ip, packets=d.packets, nbytes=d.bytes)
         overflow = 0
         for d in drained.overflow:
-            store.add(policy=names.label(d.policy_id), src_ip=OVERFLOW_SOURCE, packets=d.packets, nbytes=d.bytes)
+            store.add(
+                policy=names.label(d.policy_id, d.netns), src_ip=OVERFLOW_SOURCE, packets=d.packets, nbytes=d.bytes
+            )
             overflow += d.packets
         if drained.unplaced_packets:
             store.add(

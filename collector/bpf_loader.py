@@ -24,7 +24,8 @@ from collector.kernel import SkbLayout, TracepointArgs, check_headers, check_tra
 log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "raw_tracepoint__kfree_skb"
-KEY_SIZE = 24  # struct drop_key
+KEY_SIZE = 32  # struct drop_key
+OVERFLOW_KEY_SIZE = 8  # struct overflow_key
 VALUE_SIZE = 16  # struct drop_value
 FAMILY_INET, FAMILY_INET6 = 4, 6
 UNKNOWN_SOURCE = "unknown"
@@ -36,6 +37,7 @@ class DropCount:
     src_ip: str
     packets: int
     bytes: int
+    netns: int = 0  # inode of the network namespace the drop happened in (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,9 @@ class BpfDropSource:
                 for t in self._drops
             ],
             [
-                _BatchReader(lib, t.get_fd(), key_size=4, max_entries=config.overflow_size, ncpu=self._ncpu)
+                _BatchReader(
+                    lib, t.get_fd(), key_size=OVERFLOW_KEY_SIZE, max_entries=config.overflow_size, ncpu=self._ncpu
+                )
                 for t in self._overflow
             ],
         ]
@@ -208,14 +212,14 @@ class BpfDropSource:
         idle = self._active
         self._point_at(1 - idle)  # waits for running programs: the idle maps now have no writer
         drops = [
-            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=p, bytes=b)
-            for (pid, fam, addr), (p, b) in self._read(kind=0, index=idle)
+            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=p, bytes=b, netns=ns)
+            for (pid, ns, fam, addr), (p, b) in self._read(kind=0, index=idle)
         ]
         map_entries = len(drops)
         drops.extend(self._read_cache(idle))
         overflow = [
-            DropCount(policy_id=pid, src_ip="overflow", packets=p, bytes=b)
-            for (pid, _fam, _addr), (p, b) in self._read(kind=1, index=idle)
+            DropCount(policy_id=pid, src_ip="overflow", packets=p, bytes=b, netns=ns)
+            for (pid, ns, _fam, _addr), (p, b) in self._read(kind=1, index=idle)
         ]
         total_p = total_b = 0
         for per_cpu in self._unplaced.values():
@@ -236,19 +240,21 @@ class BpfDropSource:
         """The per-CPU last-key cache of a generation no program writes any more; emptied after reading."""
         slot = ct.c_int(index)
         found = [
-            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=int(v.packets), bytes=int(v.bytes))
+            DropCount(
+                policy_id=pid, src_ip=format_source(addr, fam), packets=int(v.packets), bytes=int(v.bytes), netns=ns
+            )
             for v in self._cache[slot]
             if v.packets
-            for pid, fam, addr in [_parse_key(bytes(v.key))]
+            for pid, ns, fam, addr in [_parse_key(bytes(v.key))]
         ]
         self._cache[slot] = self._cache.Leaf()
         return found
 
-    def _read(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, bytes], tuple[int, int]]]:
-        key_size = KEY_SIZE if kind == 0 else 4
+    def _read(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, int, bytes], tuple[int, int]]]:
+        key_size = KEY_SIZE if kind == 0 else OVERFLOW_KEY_SIZE
         stride_v = VALUE_SIZE * self._ncpu
         got = self._readers[kind][index].read_and_delete() if self._batch_ok else None
-        out: list[tuple[tuple[int, int, bytes], tuple[int, int]]] = []
+        out: list[tuple[tuple[int, int, int, bytes], tuple[int, int]]] = []
         if got is None:
             if self._batch_ok:
                 log.info("kernel lacks batch map ops; draining key by key")
@@ -264,15 +270,14 @@ class BpfDropSource:
             )
         return out
 
-    def _read_per_key(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, bytes], tuple[int, int]]]:
+    def _read_per_key(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, int, bytes], tuple[int, int]]]:
         table = (self._drops if kind == 0 else self._overflow)[index]
-        out: list[tuple[tuple[int, int, bytes], tuple[int, int]]] = []
+        out: list[tuple[tuple[int, int, int, bytes], tuple[int, int]]] = []
         for key in list(table.keys()):
             per_cpu = table[key]
             packets = sum(v.packets for v in per_cpu)
             nbytes = sum(v.bytes for v in per_cpu)
-            raw = bytes(key) if kind == 0 else struct.pack("<I", key.value)
-            out.append((_parse_key(raw), (packets, nbytes)))
+            out.append((_parse_key(bytes(key)), (packets, nbytes)))
             del table[key]
         return out
 
@@ -292,11 +297,13 @@ class BpfDropSource:
         self._bpf.cleanup()
 
 
-def _parse_key(raw: bytes | memoryview) -> tuple[int, int, bytes]:
-    if len(raw) == 4:
-        return struct.unpack("<I", raw)[0], 0, b""
-    policy, family = struct.unpack_from("<IB", raw, 0)
-    return policy, family, bytes(raw[8:24])
+def _parse_key(raw: bytes | memoryview) -> tuple[int, int, int, bytes]:
+    """(policy id, netns inode, family, address) of a drop key, or of an overflow key (no family, no address)."""
+    if len(raw) == OVERFLOW_KEY_SIZE:
+        policy, netns = struct.unpack("<II", raw)
+        return policy, netns, 0, b""
+    policy, netns, family = struct.unpack_from("<IIB", raw, 0)
+    return policy, netns, family, bytes(raw[16:32])
 
 
 def read_fdinfo(fd: int, *, proc: Path = Path("/proc/self/fdinfo")) -> dict[str, int]:

@@ -29,8 +29,7 @@ from collector.kernel import (
     kernel_release,
     netfilter_drop_reason,
 )
-from collector.nft import PolicyNames
-from collector.policies import PolicyResolver
+from collector.policies import NamespaceNames, PolicyResolver
 from collector.rulesets import NftRulesetReader, check_libnftables
 from collector.series import SeriesStore
 from collector.server import HEALTH_PATH, METRICS_PATH, MetricsServer, negotiated, plain_text, tls_context
@@ -103,7 +102,7 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
             recursion_misses=source.recursion_misses,
         )
 
-        def rebuilt(names: PolicyNames) -> None:
+        def rebuilt(names: NamespaceNames) -> None:
             health.ruleset_refreshes.inc()
             health.policy_conflicts.set(len(names.conflicts))
 

@@ -13,10 +13,13 @@ from collector.policies import PolicyResolver
 from collector.rulesets import Ruleset
 from collector.series import SeriesStore
 
+HOST, NS = 4026531840, 4026532999  # namespace inodes, as the BPF program reports them
+
 
 def rule_json(mark: int, comment: str) -> str:
     return (
-        '{"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 1, '
+        '{"nftables": [{"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "input", '
+        '"prio": 0, "policy": "accept"}}, {"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 1, '
         f'"comment": "{comment}", "expr": [{{"mangle": {{"key": {{"meta": {{"key": "mark"}}}}, "value": {mark}}}}}, '
         '{"drop": null}]}}]}'
     )
@@ -74,13 +77,17 @@ def totals(store: SeriesStore) -> dict[tuple[str, str], tuple[int, int]]:
 def test_drains_add_up_per_policy_and_source() -> None:
     source = FakeSource(
         Drained(
-            drops=[DropCount(1, "10.0.0.1", 3, 180), DropCount(2, "fd00::1", 1, 80), DropCount(0, "10.0.0.2", 2, 2)],
+            drops=[
+                DropCount(1, "10.0.0.1", 3, 180, HOST),
+                DropCount(2, "fd00::1", 1, 80, NS),
+                DropCount(0, "10.0.0.2", 2, 2),
+            ],
             map_entries=3,
         ),
-        Drained(drops=[DropCount(1, "10.0.0.1", 4, 240), DropCount(9, "10.0.0.1", 1, 60)], map_entries=2),
+        Drained(drops=[DropCount(1, "10.0.0.1", 4, 240, HOST), DropCount(9, "10.0.0.1", 1, 60, HOST)], map_entries=2),
     )
     agent, store, health, clock = make(
-        source, FakeReader(Ruleset("host", rule_json(1, "deny-a")), Ruleset("ns", rule_json(2, "deny-b")))
+        source, FakeReader(Ruleset("host", rule_json(1, "deny-a"), HOST), Ruleset("ns", rule_json(2, "deny-b"), NS))
     )
     agent.tick()
     clock.now += 1
@@ -101,13 +108,13 @@ def test_drains_add_up_per_policy_and_source() -> None:
 def test_overflow_unplaced_and_capped_drops_are_all_counted() -> None:
     source = FakeSource(
         Drained(
-            drops=[DropCount(1, f"10.0.0.{i}", 1, 100) for i in range(4)],
-            overflow=[DropCount(1, "overflow", 10, 1000), DropCount(2, "overflow", 5, 500)],
+            drops=[DropCount(1, f"10.0.0.{i}", 1, 100, HOST) for i in range(4)],
+            overflow=[DropCount(1, "overflow", 10, 1000, HOST), DropCount(2, "overflow", 5, 500, HOST)],
             unplaced_packets=2,
             unplaced_bytes=200,
         )
     )
-    agent, store, health, _ = make(source, FakeReader(Ruleset("host", rule_json(1, "deny-a"))), max_series=3)
+    agent, store, health, _ = make(source, FakeReader(Ruleset("host", rule_json(1, "deny-a"), HOST)), max_series=3)
     agent.tick()
     t = totals(store)
     assert t[("deny-a", "overflow")] == (11, 1100)  # 10 from the BPF overflow map + 1 over --max-series
@@ -118,19 +125,19 @@ def test_overflow_unplaced_and_capped_drops_are_all_counted() -> None:
 
 
 def test_renamed_rule_and_new_mark_are_picked_up_without_restart() -> None:
-    reader = FakeReader(Ruleset("host", rule_json(1, "old-name")))
+    reader = FakeReader(Ruleset("host", rule_json(1, "old-name"), HOST))
     source = FakeSource(
-        Drained(drops=[DropCount(1, "10.0.0.1", 1, 1)]),
-        Drained(drops=[DropCount(1, "10.0.0.1", 1, 1)]),
-        Drained(drops=[DropCount(3, "10.0.0.1", 1, 1)]),
+        Drained(drops=[DropCount(1, "10.0.0.1", 1, 1, HOST)]),
+        Drained(drops=[DropCount(1, "10.0.0.1", 1, 1, HOST)]),
+        Drained(drops=[DropCount(3, "10.0.0.1", 1, 1, NS)]),
     )
     agent, store, _, clock = make(source, reader)
     agent.tick()
-    reader.rulesets = [Ruleset("host", rule_json(1, "new-name"))]
+    reader.rulesets = [Ruleset("host", rule_json(1, "new-name"), HOST)]
     clock.now += 2.0  # the periodic re-read is due
     agent.tick()
     assert set(totals(store)) == {("old-name", "10.0.0.1"), ("new-name", "10.0.0.1")}
-    reader.rulesets.append(Ruleset("ns2", rule_json(3, "fresh")))
+    reader.rulesets.append(Ruleset("ns2", rule_json(3, "fresh"), NS))
     clock.now += 0.5  # periodic re-read not due, but an unknown mark triggers one
     agent.tick()
     assert ("fresh", "10.0.0.1") in totals(store)

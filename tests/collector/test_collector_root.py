@@ -326,18 +326,27 @@ def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: C
 def test_one_mark_two_names_is_a_logged_conflict(
     netns: Netns, start_collector: Callable[..., RunningCollector]
 ) -> None:
+    """Within one namespace; the same mark in two namespaces is no conflict (each names its own drops)."""
     tag = secrets.token_hex(3)
     mark = 0x3000 + secrets.randbelow(0xFFF)
-    first, second = netns.add("conflict-a"), netns.add("conflict-b")
-    for ns, name in ((first, f"a-{tag}"), (second, f"b-{tag}")):
-        tagged_drop(netns, ns, port=7001, mark=mark, policy=name)
+    ns, elsewhere = netns.add("conflict"), netns.add("conflict-b")
+    netns.nft(
+        ns,
+        f"""table inet pwtest {{ chain input {{ type filter hook input priority 0;
+            udp dport 7001 meta mark set {mark:#x} counter drop comment "a-{tag}"
+            udp dport 7002 meta mark set {mark:#x} counter drop comment "b-{tag}"
+        }}
+        }}""",
+    )
+    tagged_drop(netns, elsewhere, port=7001, mark=mark, policy=f"c-{tag}")
     collector = start_collector()
     deadline = time.monotonic() + 10
     while "policy mark conflict" not in collector.log and time.monotonic() < deadline:
         time.sleep(0.1)
-    line = next(line for line in collector.log.splitlines() if "policy mark conflict" in line and tag in line)
-    # namespaces are read in name order: the first one's name is kept
-    assert f"keeping 'a-{tag}'" in line and f"'b-{tag}'" in line
+    lines = [line for line in collector.log.splitlines() if "policy mark conflict" in line and tag in line]
+    assert len(lines) == 1, collector.log
+    # rules are walked in order: the first one's name is kept
+    assert f"keeping 'a-{tag}'" in lines[0] and f"'b-{tag}'" in lines[0] and f"c-{tag}" not in lines[0]
     health = collector.scrape("/collector/metrics").text
     conflicts = next(line for line in health.splitlines() if line.startswith("policywatch_collector_policy_conflicts"))
     assert float(conflicts.split()[-1]) >= 1

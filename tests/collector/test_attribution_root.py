@@ -1,0 +1,176 @@
+"""Issue 12's rule shapes on a real kernel: a routed node namespace between two pod namespaces, drops in FORWARD.
+
+Every shape's drops must come out under the policy label tests/collector/shapes.py gives it, with exactly the
+packets sent and the bytes the dropping rule's own counter counts; a mark is named only from its own namespace.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.collector.harness import UDP_SENDER, RunningCollector
+from tests.collector.shapes import (
+    IPTABLES_LEGACY,
+    IPTABLES_LEGACY_EXPECTED,
+    IPTABLES_LEGACY_PORTS,
+    IPTABLES_NFT,
+    IPTABLES_NFT_EXPECTED,
+    IPTABLES_NFT_PORTS,
+    NFT_EXPECTED,
+    NFT_PORTS,
+    NFT_SHAPES,
+)
+from tests.fixtures.netns import Netns
+
+pytestmark = pytest.mark.root
+
+PY = sys.executable
+UDP_V4_OVERHEAD, UDP_V6_OVERHEAD = 28, 48
+Series = dict[tuple[str, str, str], float]
+
+
+@dataclass(frozen=True)
+class Routed:
+    pod_a: str
+    node: str
+    pod_b: str
+    src4: str
+    dst4: str
+    src6: str
+    dst6: str
+
+
+def routed(netns: Netns) -> Routed:
+    """pod-a -- node -- pod-b, the node forwarding IPv4 and IPv6; random subnets (other tests drop packets too)."""
+    a, b = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
+    pod_a, node, pod_b = netns.add("poda"), netns.add("node"), netns.add("podb")
+    net = Routed(
+        pod_a, node, pod_b, f"10.{a}.{b}.2", f"10.{a + 1}.{b}.2", f"fd{a:02x}:{b:x}:1::2", f"fd{a:02x}:{b:x}:2::2"
+    )
+    netns.veth(
+        pod_a,
+        node,
+        addrs_a=[f"{net.src4}/24", f"{net.src6}/64"],
+        addrs_b=[f"10.{a}.{b}.1/24", f"fd{a:02x}:{b:x}:1::1/64"],
+    )
+    netns.veth(
+        node,
+        pod_b,
+        addrs_a=[f"10.{a + 1}.{b}.1/24", f"fd{a:02x}:{b:x}:2::1/64"],
+        addrs_b=[f"{net.dst4}/24", f"{net.dst6}/64"],
+    )
+    netns.run(node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    netns.run(pod_a, "ip", "route", "add", "default", "via", f"10.{a}.{b}.1")
+    netns.run(pod_a, "ip", "-6", "route", "add", "default", "via", f"fd{a:02x}:{b:x}:1::1")
+    netns.run(pod_b, "ip", "route", "add", "default", "via", f"10.{a + 1}.{b}.1")
+    netns.run(pod_b, "ip", "-6", "route", "add", "default", "via", f"fd{a:02x}:{b:x}:2::1")
+    return net
+
+
+def send(netns: Netns, net: Routed, port: int, count: int, size: int, *, v6: bool = False) -> None:
+    dst = net.dst6 if v6 else net.dst4
+    netns.run(net.pod_a, PY, "-c", UDP_SENDER, dst, str(port), str(count), str(size))
+
+
+def mine(series: Series, net: Routed) -> Series:
+    return {k: v for k, v in series.items() if k[2] in (net.src4, net.src6)}
+
+
+def run_shapes(
+    netns: Netns,
+    net: Routed,
+    collector: RunningCollector,
+    ports: dict[int, int],
+    expected_names: dict[int, str],
+    *,
+    v6: bool = True,
+) -> Series:
+    """Send to every shape's port (IPv4, and IPv6 when ``v6``); wait for, and return, this test's series."""
+    want: Series = {}
+    families = [(False, net.src4, UDP_V4_OVERHEAD)] + ([(True, net.src6, UDP_V6_OVERHEAD)] if v6 else [])
+    for n, (mark, port) in enumerate(sorted(ports.items())):
+        for is_v6, src, overhead in families:
+            count, size = 2 + n % 3, 40 + 10 * n
+            send(netns, net, port, count, size, v6=is_v6)
+            policy = expected_names[mark]
+            for metric, value in (("calico_denied_packets", count), ("calico_denied_bytes", count * (size + overhead))):
+                want[(metric, policy, src)] = want.get((metric, policy, src), 0) + value
+    got = collector.wait_for(lambda s: mine(s, net) == want, timeout=15)
+    assert mine(got, net) == want
+    return want
+
+
+def counter(netns: Netns, ns: str, comment: str) -> tuple[int, int]:
+    for line in netns.run(ns, "nft", "list", "ruleset").splitlines():
+        if f'comment "{comment}"' in line and "packets" in line:
+            words = line.split()
+            return int(words[words.index("packets") + 1]), int(words[words.index("bytes") + 1])
+    raise AssertionError(f"no counted rule {comment}")
+
+
+def test_nft_shapes_named_through_later_rules_jumps_gotos_and_vmaps(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    net = routed(netns)
+    netns.nft(net.node, NFT_SHAPES.format(src4=net.src4, src6=net.src6))
+    collector = start_collector("--ruleset-refresh", "0.5")
+    want = run_shapes(netns, net, collector, NFT_PORTS, NFT_EXPECTED)
+    time.sleep(0.6)  # more drains: nothing counted twice
+    assert mine(collector.series(), net) == want
+    for policy in ("ns-a/later-rule", "ns-a/or", "ns-a/and-or", "ns-b/goto-deny"):
+        packets = sum(v for (m, p, _), v in want.items() if p == policy and m == "calico_denied_packets")
+        nbytes = sum(v for (m, p, _), v in want.items() if p == policy and m == "calico_denied_bytes")
+        assert counter(netns, net.node, policy) == (packets, nbytes), policy
+
+
+def test_iptables_nft_and_legacy_shapes(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
+    net = routed(netns)
+    for args in IPTABLES_NFT:
+        netns.run(net.node, "iptables-nft", *args)
+    for args in IPTABLES_LEGACY:
+        netns.run(net.node, "iptables-legacy", *args)
+    collector = start_collector("--ruleset-refresh", "0.5")
+    ports = {**IPTABLES_NFT_PORTS, **IPTABLES_LEGACY_PORTS}
+    run_shapes(netns, net, collector, ports, {**IPTABLES_NFT_EXPECTED, **IPTABLES_LEGACY_EXPECTED}, v6=False)
+
+
+def test_a_mark_is_never_named_from_another_namespace(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    """Node A sets a mesh's 0x539 and drops with no policy; namespace B names 0x539: A's drops keep the fallback."""
+    net = routed(netns)
+    netns.nft(
+        net.node,
+        """table inet mesh {
+          chain forward { type filter hook forward priority 0;
+            udp dport 7040 meta mark set 0x539
+            udp dport 7040 counter drop
+          }
+        }""",
+    )
+    other = netns.add("other")
+    netns.nft(
+        other,
+        """table inet pw { chain input { type filter hook input priority 0;
+            meta mark 0x539 counter drop comment "ns-b/deny-mesh"
+        }
+        }""",
+    )
+    collector = start_collector("--ruleset-refresh", "0.5")
+    send(netns, net, 7040, 3, 20)
+    send(netns, net, 7040, 2, 20, v6=True)
+    want = {
+        ("calico_denied_packets", "mark/0x539", net.src4): 3,
+        ("calico_denied_bytes", "mark/0x539", net.src4): 3 * 48,
+        ("calico_denied_packets", "mark/0x539", net.src6): 2,
+        ("calico_denied_bytes", "mark/0x539", net.src6): 2 * 68,
+    }
+    got = collector.wait_for(lambda s: mine(s, net) == want)
+    assert mine(got, net) == want
+    assert not any(k[1] == "ns-b/deny-mesh" for k in got)
