@@ -191,7 +191,9 @@ class _Walk:
             self.seen.add(found)
             self.found.append(found)
 
-    def chain(self, table: str, name: str, states: Iterable[MarkState], depth: int) -> tuple[set[MarkState], set]:
+    def chain(
+        self, table: str, name: str, states: Iterable[MarkState], depth: int
+    ) -> tuple[set[MarkState], set[MarkState]]:
         """Walk one chain: (states that reach its end or a return, states accepted)."""
         chain = self.ruleset.chains.get((table, name))
         alive = set(states)
@@ -244,12 +246,12 @@ class _Walk:
         for step in rule.steps:
             if isinstance(step, Cond):
                 always = False
-                states = [held for s in states if (held := s.holds(step)) is not None]
+                states = [kept for s in states if (kept := s.holds(step)) is not None]
             elif isinstance(step, MarkMatch):
                 nxt: list[MarkState] = []
                 for s in states:
-                    held, certain = s.matching(step)
-                    nxt.extend(held)
+                    matched, certain = s.matching(step)
+                    nxt.extend(matched)
                     always = always and certain
                 states = nxt
             elif isinstance(step, MarkSet):

@@ -155,11 +155,11 @@ def _mark_set(value: Any) -> MarkSet | MarkUnknown:
                 if isinstance(inner, Mapping) and set(inner) == {"&"} and op in ("|", "^"):
                     masked = inner["&"]
                     if isinstance(masked, Sequence) and len(masked) == 2 and _is_meta_mark(masked[0]):
-                        keep = _int(masked[1])
-                        if keep is not None:
+                        kept = _int(masked[1])
+                        if kept is not None:
                             if op == "|":
-                                return MarkSet(keep=keep, set_bits=bits_value)
-                            return MarkSet(keep=keep, flip=bits_value)
+                                return MarkSet(keep=kept, set_bits=bits_value)
+                            return MarkSet(keep=kept, flip=bits_value)
     return MarkUnknown()
 
 
