@@ -131,7 +131,12 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
                 ) from exc
             raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
         agent = Agent(
-            source=source, store=store, resolver=resolver, health=health, ruleset_refresh=config.ruleset_refresh
+            source=source,
+            store=store,
+            resolver=resolver,
+            health=health,
+            ruleset_refresh=config.ruleset_refresh,
+            export_unmarked=config.export_unmarked,
         )
         server.start()
         log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)

@@ -39,6 +39,7 @@ class CollectorConfig:
     tls: TlsFiles | None = None
     print_bpf: bool = False
     log_level: str = "INFO"
+    export_unmarked: bool = False
 
 
 def _port(text: str, where: str) -> int:
@@ -123,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help=f"serve HTTPS with this certificate (env {ENV_CERT})")
     p.add_argument("--tls-key", help=f"private key of --tls-cert (env {ENV_KEY})")
     p.add_argument("--tls-ca", help=f"require client certificates signed by this CA (env {ENV_CA})")
+    p.add_argument(
+        "--export-unmarked",
+        action="store_true",
+        help='also export drops no policy made as calico_denied_*{policy="unmarked"} (they always count in '
+        "policywatch_collector_unattributed_drops_total on /collector/metrics)",
+    )
     p.add_argument("--print-bpf", action="store_true", help="print the BPF C source and its -D flags, then exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -175,4 +182,5 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> CollectorConfig
         tls=tls,
         print_bpf=args.print_bpf,
         log_level=args.log_level,
+        export_unmarked=args.export_unmarked,
     )

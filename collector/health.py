@@ -96,6 +96,19 @@ class Health:
             "Mark ids bound to more than one rule comment in the current rulesets.",
             registry=r,
         )
+        self.unattributed_drops = Counter(
+            "policywatch_collector_unattributed_drops",
+            "Netfilter drops no policy made (no mark under the mask: conntrack INVALID, fib, a chain's policy drop, "
+            "kube-proxy's 0x8000), per network namespace; not in calico_denied_* unless --export-unmarked.",
+            ("namespace",),
+            registry=r,
+        )
+        self.unattributed_bytes = Counter(
+            "policywatch_collector_unattributed_bytes",
+            "Bytes of policywatch_collector_unattributed_drops_total, per network namespace.",
+            ("namespace",),
+            registry=r,
+        )
         build_info = Gauge(
             "policywatch_collector_build_info",
             "Collector version and kernel release.",

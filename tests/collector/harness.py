@@ -68,6 +68,17 @@ class RunningCollector:
             for s in family.samples
         }
 
+    def health(self, name: str, **labels: str) -> float | None:
+        """One sample of /collector/metrics (e.g. ``health("policywatch_collector_unattributed_drops_total",
+        namespace="ns")``), or None when it is not there."""
+        response = self.scrape("/collector/metrics")
+        assert response.status_code == 200, response.text
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
+
     def wait_for(
         self, check: Callable[[dict[tuple[str, str, str], float]], bool], timeout: float = 10.0
     ) -> dict[tuple[str, str, str], float]:

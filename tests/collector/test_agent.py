@@ -57,7 +57,9 @@ class Clock:
         return self.now
 
 
-def make(source: FakeSource, reader: FakeReader, *, max_series: int = 100) -> tuple[Agent, SeriesStore, Health, Clock]:
+def make(
+    source: FakeSource, reader: FakeReader, *, max_series: int = 100, export_unmarked: bool = False
+) -> tuple[Agent, SeriesStore, Health, Clock]:
     clock = Clock()
     store = SeriesStore(ttl=60, max_series=max_series, clock=clock)
     health = Health(version="t", kernel="k", bpf_stats=source.bpf_stats, registry=CollectorRegistry())
@@ -66,7 +68,14 @@ def make(source: FakeSource, reader: FakeReader, *, max_series: int = 100) -> tu
         health.ruleset_refreshes.inc()
 
     resolver = PolicyResolver(mask=0xFF, reader=reader, clock=clock, on_rebuild=rebuilt)
-    agent = Agent(source=source, store=store, resolver=resolver, health=health, ruleset_refresh=2.0)
+    agent = Agent(
+        source=source,
+        store=store,
+        resolver=resolver,
+        health=health,
+        ruleset_refresh=2.0,
+        export_unmarked=export_unmarked,
+    )
     return agent, store, health, clock
 
 
@@ -80,7 +89,7 @@ def test_drains_add_up_per_policy_and_source() -> None:
             drops=[
                 DropCount(1, "10.0.0.1", 3, 180, HOST),
                 DropCount(2, "fd00::1", 1, 80, NS),
-                DropCount(0, "10.0.0.2", 2, 2),
+                DropCount(0, "10.0.0.2", 2, 2, NS),
             ],
             map_entries=3,
         ),
@@ -95,14 +104,34 @@ def test_drains_add_up_per_policy_and_source() -> None:
     assert totals(store) == {
         ("deny-a", "10.0.0.1"): (7, 420),
         ("deny-b", "fd00::1"): (1, 80),
-        ("unmarked", "10.0.0.2"): (2, 2),
         ("mark/0x9", "10.0.0.1"): (1, 60),
     }
     r = health.registry
+    # no policy made the unmarked drop: the health counter has it, calico_denied_* does not
+    assert r.get_sample_value("policywatch_collector_unattributed_drops_total", {"namespace": "ns"}) == 2
+    assert r.get_sample_value("policywatch_collector_unattributed_bytes_total", {"namespace": "ns"}) == 2
     assert r.get_sample_value("policywatch_collector_map_entries") == 2
-    assert r.get_sample_value("policywatch_collector_series") == 4
+    assert r.get_sample_value("policywatch_collector_series") == 3
     assert r.get_sample_value("policywatch_collector_drain_duration_seconds_count") == 2
     assert r.get_sample_value("policywatch_collector_ruleset_refreshes_total") == 1  # unchanged text: no rebuild
+
+
+def test_export_unmarked_keeps_the_unmarked_series_and_the_counter() -> None:
+    source = FakeSource(Drained(drops=[DropCount(0, "10.0.0.2", 2, 56, NS), DropCount(0, "10.0.0.3", 1, 28, 77)]))
+    agent, store, health, _ = make(source, FakeReader(Ruleset("ns", rule_json(2, "deny-b"), NS)), export_unmarked=True)
+    agent.tick()
+    assert totals(store) == {("unmarked", "10.0.0.2"): (2, 56), ("unmarked", "10.0.0.3"): (1, 28)}
+    r = health.registry
+    assert r.get_sample_value("policywatch_collector_unattributed_drops_total", {"namespace": "ns"}) == 2
+    # a namespace the collector cannot name is labelled by its inode
+    assert r.get_sample_value("policywatch_collector_unattributed_drops_total", {"namespace": "netns:77"}) == 1
+
+
+def test_a_mark_is_named_only_from_its_own_namespace() -> None:
+    source = FakeSource(Drained(drops=[DropCount(2, "10.0.0.1", 1, 28, HOST), DropCount(2, "10.0.0.1", 1, 28, NS)]))
+    agent, store, _, _ = make(source, FakeReader(Ruleset("host", "{}", HOST), Ruleset("ns", rule_json(2, "b"), NS)))
+    agent.tick()
+    assert totals(store) == {("mark/0x2", "10.0.0.1"): (1, 28), ("b", "10.0.0.1"): (1, 28)}
 
 
 def test_overflow_unplaced_and_capped_drops_are_all_counted() -> None:
@@ -141,6 +170,23 @@ def test_renamed_rule_and_new_mark_are_picked_up_without_restart() -> None:
     clock.now += 0.5  # periodic re-read not due, but an unknown mark triggers one
     agent.tick()
     assert ("fresh", "10.0.0.1") in totals(store)
+
+
+def test_a_persistently_unknown_mark_rereads_once_per_refresh_period() -> None:
+    reader = FakeReader(Ruleset("host", rule_json(1, "a"), HOST))
+    unknown = Drained(drops=[DropCount(0x3E, "10.0.0.1", 1, 1, HOST)])
+    source = FakeSource(Drained(drops=[DropCount(1, "10.0.0.1", 1, 1, HOST)]), *[unknown] * 6)
+    agent, store, _, clock = make(source, reader)
+    agent.tick()  # the start read
+    for _ in range(4):
+        clock.now += 0.3  # past the early re-read's 0.5 s after two drains, short of the 2 s refresh
+        agent.tick()
+    assert reader.reads == 2  # the start read, then one early read for the new mark; not one per drain
+    clock.now += 2.0
+    agent.tick()  # the periodic read, the mark still unknown after it
+    agent.tick()
+    assert reader.reads == 3
+    assert totals(store) == {("a", "10.0.0.1"): (1, 1), ("mark/0x3e", "10.0.0.1"): (6, 6)}
 
 
 def test_run_stops_on_event_after_a_last_drain() -> None:

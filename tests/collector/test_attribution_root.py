@@ -174,3 +174,54 @@ def test_a_mark_is_never_named_from_another_namespace(
     got = collector.wait_for(lambda s: mine(s, net) == want)
     assert mine(got, net) == want
     assert not any(k[1] == "ns-b/deny-mesh" for k in got)
+
+
+TCP_ACK_SENDER = """
+import socket, struct, sys
+src, dst, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(count):
+    tcp = struct.pack("!HHIIBBHHH", 40000 + i, 7060, 1, 1, 5 << 4, 0x10, 1024, 0, 0)  # a lone ACK, no connection
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    s.sendto(ip + tcp, (dst, 0))
+"""
+
+
+@pytest.mark.parametrize("export_unmarked", [False, True])
+def test_drops_no_policy_made_go_to_the_health_counter(
+    netns: Netns, start_collector: Callable[..., RunningCollector], export_unmarked: bool
+) -> None:
+    """conntrack INVALID, fib and a chain's policy drop: unattributed, not calico_denied_* (unless asked)."""
+    net = routed(netns)
+    netns.run(net.node, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
+    netns.nft(
+        net.node,
+        """table inet plain {
+          chain pre { type filter hook prerouting priority 0;
+            udp dport 7061 fib daddr oif missing counter drop
+          }
+          chain forward { type filter hook forward priority 0; policy drop;
+            ct state invalid counter drop
+            udp dport != 7062 accept
+          }
+        }""",
+    )
+    collector = start_collector(*(["--export-unmarked"] if export_unmarked else []))
+    netns.run(net.pod_a, PY, "-c", TCP_ACK_SENDER, net.src4, net.dst4, "4")  # conntrack INVALID
+    send(netns, net, 7062, 3, 20)  # the forward chain's policy drop
+    netns.run(net.pod_a, "ip", "route", "add", "10.254.1.0/24", "via", net.src4.rsplit(".", 1)[0] + ".1")
+    netns.run(net.pod_a, PY, "-c", UDP_SENDER, "10.254.1.9", "7061", "2", "20")  # fib: no route on the node
+    unattributed = "policywatch_collector_unattributed_drops_total"
+    deadline = time.monotonic() + 10
+    while collector.health(unattributed, namespace=net.node) != 9 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert collector.health(unattributed, namespace=net.node) == 9
+    assert collector.health("policywatch_collector_unattributed_bytes_total", namespace=net.node) == 4 * 40 + 5 * 48
+    exported = mine(collector.series(), net)
+    if export_unmarked:
+        assert exported == {
+            ("calico_denied_packets", "unmarked", net.src4): 9,
+            ("calico_denied_bytes", "unmarked", net.src4): 4 * 40 + 5 * 48,
+        }
+    else:
+        assert exported == {}

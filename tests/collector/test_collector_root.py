@@ -159,14 +159,19 @@ def test_rename_is_picked_up_without_restart_and_fallback_labels(
     time.sleep(1.0)  # past --ruleset-refresh
     send(netns, sender, V4_DST, 7001, 4, 10)
     send(netns, sender, V4_DST, 7005, 3, 10)  # mark 0x1ee set by a rule that does not drop: no name for it
-    send(netns, sender, V4_DST, 7006, 5, 10)  # dropped with no mark at all
+    send(netns, sender, V4_DST, 7006, 5, 10)  # dropped with no mark at all: no policy made it
     want = {
         ("calico_denied_packets", new, V4_SRC): 4,
         ("calico_denied_packets", "mark/0x1ee", V4_SRC): 3,
-        ("calico_denied_packets", "unmarked", V4_SRC): 5,
     }
     got = collector.wait_for(lambda s: all(s.get(k) == v for k, v in want.items()))
     assert {k: got.get(k) for k in want} == want
+    assert ("calico_denied_packets", "unmarked", V4_SRC) not in got
+    unattributed = "policywatch_collector_unattributed_drops_total"
+    deadline = time.monotonic() + 5
+    while collector.health(unattributed, namespace=receiver) != 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert collector.health(unattributed, namespace=receiver) == 5
     assert got[("calico_denied_packets", old, V4_SRC)] == 2  # the old name's series keeps its total until its TTL
     assert "ruleset_refreshes_total" in collector.scrape("/collector/metrics").text
 
