@@ -4,9 +4,9 @@
 //   ARG_SKB, ARG_REASON     positions of the skb and the drop reason among the tracepoint's arguments (BTF)
 //   NETFILTER_DROP_REASON   enum skb_drop_reason value, from the tracepoint's format file (or BTF)
 //   SPAN_START, SPAN_LEN    one contiguous slice of struct sk_buff holding dev, sk, _skb_refdst, len, mark, head,
-//                           data, network_header, mac_header and protocol (offsets from /sys/kernel/btf/vmlinux),
+//                           network_header, mac_header and protocol (offsets from /sys/kernel/btf/vmlinux),
 //                           read with one helper call
-//   OFF_LEN, OFF_MARK, OFF_HEAD, OFF_DATA, OFF_NH, OFF_MAC, OFF_PROTOCOL, OFF_DEV, OFF_SK, OFF_DST
+//   OFF_LEN, OFF_MARK, OFF_HEAD, OFF_NH, OFF_MAC, OFF_PROTOCOL, OFF_DEV, OFF_SK, OFF_DST
 //                           those members' offsets inside the slice
 //   NETDEV_NET, SOCK_NET, DST_DEV, NET_INUM   net_device.nd_net, sock's skc_net, dst_entry.dev, net.ns.inum:
 //                           the namespace inode of the drop, from the skb's device, else its socket, else its route
@@ -140,7 +140,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
         __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
 
     u32 len, mark;
-    u64 head, data, dev, sk, refdst;
+    u64 head, dev, sk, refdst;
     u16 nh, mac, proto;
     __builtin_memcpy(&dev, span + OFF_DEV, sizeof(dev));
     __builtin_memcpy(&sk, span + OFF_SK, sizeof(sk));
@@ -149,7 +149,6 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
     __builtin_memcpy(&len, span + OFF_LEN, sizeof(len));
     __builtin_memcpy(&mark, span + OFF_MARK, sizeof(mark));
     __builtin_memcpy(&head, span + OFF_HEAD, sizeof(head));
-    __builtin_memcpy(&data, span + OFF_DATA, sizeof(data));
     __builtin_memcpy(&nh, span + OFF_NH, sizeof(nh));
     __builtin_memcpy(&proto, span + OFF_PROTOCOL, sizeof(proto));  // __be16, unlike the tracepoint's copy
 
@@ -159,9 +158,23 @@ RAW_TRACEPOINT_PROBE(kfree_skb) {
     key.netns = netns_of(dev, sk, refdst);
 
     u64 network = head + nh;
-    // netfilter counts skb->len with data at the network header; count from the network header whatever
-    // data points at, so the figure equals the IP packet's length as the dropping rule's counter sees it.
-    u64 bytes = (u64)len + data - network;
+    // nft counters count skb->len at every hook: from the network header at the IP hooks, from the MAC header
+    // at netdev egress, so the figure equals the dropping rule's own counter wherever it dropped.
+    u64 bytes = len;
+
+    // An 802.1Q/802.1ad tag still in the frame (not offloaded to skb->vlan_tci): the tags follow the MAC
+    // addresses; the inner ethertype says what the packet is, and the IP header follows the last tag.
+    if ((proto == BE16(0x8100) || proto == BE16(0x88A8)) && mac != (u16)~0U) {
+        u16 tags[4];  // TCI, inner type, TCI, inner type
+        if (bpf_probe_read_kernel(tags, sizeof(tags), (void *)(head + mac + 14)) == 0) {
+            proto = tags[1];
+            network = head + mac + 18;
+            if (proto == BE16(0x8100) || proto == BE16(0x88A8)) {
+                proto = tags[3];
+                network = head + mac + 22;
+            }
+        }
+    }
 
     if (proto == BE16(0x0800)) {
         key.family = FAMILY_INET;

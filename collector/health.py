@@ -99,7 +99,7 @@ class Health:
         self.unattributed_drops = Counter(
             "policywatch_collector_unattributed_drops",
             "Netfilter drops no policy made (no mark under the mask: conntrack INVALID, fib, a chain's policy drop, "
-            "kube-proxy's 0x8000), per network namespace; not in calico_denied_* unless --export-unmarked.",
+            "kube-proxy's 0x8000), per network namespace; not in the /metrics series unless --export-unmarked.",
             ("namespace",),
             registry=r,
         )

@@ -12,7 +12,7 @@ from collector.btf import Btf, BtfError
 TRACEFS = Path("/sys/kernel/tracing")
 KFREE_SKB_FORMAT = "events/skb/kfree_skb/format"
 DROP_REASON = "NETFILTER_DROP"
-SKB_MEMBERS = ("dev", "sk", "_skb_refdst", "len", "mark", "head", "data", "network_header", "mac_header", "protocol")
+SKB_MEMBERS = ("dev", "sk", "_skb_refdst", "len", "mark", "head", "network_header", "mac_header", "protocol")
 
 
 class KernelError(RuntimeError):
@@ -58,7 +58,6 @@ class SkbLayout:
             "OFF_LEN": self.offsets["len"],
             "OFF_MARK": self.offsets["mark"],
             "OFF_HEAD": self.offsets["head"],
-            "OFF_DATA": self.offsets["data"],
             "OFF_NH": self.offsets["network_header"],
             "OFF_PROTOCOL": self.offsets["protocol"],
             "OFF_DEV": self.offsets["dev"],

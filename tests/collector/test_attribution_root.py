@@ -225,3 +225,60 @@ def test_drops_no_policy_made_go_to_the_health_counter(
         }
     else:
         assert exported == {}
+
+
+# Sends COUNT Ethernet frames with an 802.1Q tag (VLAN 100) in the frame, carrying IPv4/UDP SRC -> DST:PORT,
+# out of IFNAME with a packet socket: the skb's protocol is 802.1Q (the kernel here has no 8021q module).
+VLAN_SENDER = """
+import socket, struct, sys
+ifname, mac, src, dst, port, count, size = sys.argv[1:8]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x8100))
+s.bind((ifname, 0x8100))
+own = s.getsockname()[4]
+payload = b"v" * int(size)
+udp = struct.pack("!HHHH", 40000, int(port), 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+frame = bytes.fromhex(mac.replace(":", "")) + own + struct.pack("!HHH", 0x8100, 100, 0x0800) + ip + udp
+for _ in range(int(count)):
+    try:
+        s.send(frame)
+    except OSError:  # ENOBUFS: the egress hook dropped it, as meant
+        pass
+"""
+
+
+def test_netdev_egress_and_vlan_tagged_drops_count_the_rules_bytes(
+    netns: Netns, start_collector: Callable[..., RunningCollector]
+) -> None:
+    """Bytes are skb->len as the dropping rule counts them: with the MAC header at netdev egress, and the
+    source address read past an 802.1Q tag still in the frame."""
+    a, b = secrets.randbelow(200) + 20, secrets.randbelow(250) + 1
+    sender, receiver = netns.add("egress"), netns.add("egressrx")
+    src, dst, vsrc = f"10.{a}.{b}.1", f"10.{a}.{b}.2", f"10.{a + 1}.{b}.1"
+    if_s, if_r = netns.veth(sender, receiver, addrs_a=[f"{src}/24"], addrs_b=[f"{dst}/24"])
+    mac = netns.run(receiver, "cat", f"/sys/class/net/{if_r}/address").strip()
+    netns.run(sender, "ip", "neigh", "replace", dst, "lladdr", mac, "dev", if_s, "nud", "permanent")
+    netns.nft(
+        sender,
+        f"""table netdev pwegress {{
+          chain out {{ type filter hook egress device {if_s} priority 0;
+            udp dport 7070 meta mark set 0x71 counter drop comment "egress/deny"
+            vlan id 100 vlan type ip meta mark set 0x72 counter drop comment "egress/vlan"
+          }}
+        }}""",
+    )
+    collector = start_collector("--ruleset-refresh", "0.5")
+    netns.run(sender, PY, "-c", UDP_SENDER, dst, "7070", "3", "50")
+    netns.run(sender, PY, "-c", VLAN_SENDER, if_s, mac, vsrc, dst, "7071", "4", "30")
+    packets, nbytes = counter(netns, sender, "egress/deny")
+    vpackets, vbytes = counter(netns, sender, "egress/vlan")
+    assert (packets, vpackets) == (3, 4)
+    assert nbytes == 3 * (14 + 28 + 50) and vbytes == 4 * (18 + 28 + 30)  # the counters include the MAC header
+    want = {
+        ("calico_denied_packets", "egress/deny", src): packets,
+        ("calico_denied_bytes", "egress/deny", src): nbytes,
+        ("calico_denied_packets", "egress/vlan", vsrc): vpackets,
+        ("calico_denied_bytes", "egress/vlan", vsrc): vbytes,
+    }
+    got = collector.wait_for(lambda s: {k: s.get(k) for k in want} == want)
+    assert {k: got.get(k) for k in want} == want
