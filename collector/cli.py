@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+from prometheus_client.registry import CollectorRegistry
+
 from bpf import source_path
 from collector.agent import Agent
 from collector.bpf_loader import BpfDropSource, LoadError, ProgramConfig, build_cflags
@@ -88,75 +90,91 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
         check_libnftables()
     except ImportError as exc:
         raise StartError(str(exc)) from exc
+    store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
+    metrics = denied_registry(store)
+    loaded: list[BpfDropSource] = []  # the BPF source, once loaded; the health registry reads it late
+    health = Health(
+        version=_version(),
+        kernel=kernel_release(),
+        bpf_stats=lambda: loaded[0].bpf_stats() if loaded else None,
+        recursion_misses=lambda: loaded[0].recursion_misses() if loaded else None,
+    )
+    # The port first: a busy port is one line at once, before the second or so the BPF compile takes.
+    server = bind_server(config, metrics=metrics, health=health)
     try:
-        store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
-        metrics = denied_registry(store)
-        source = BpfDropSource(config=program_config(config))
-    except (KernelError, LoadError, BtfError) as exc:
-        raise StartError(str(exc)) from exc
-    try:
-        health = Health(
-            version=_version(),
-            kernel=kernel_release(),
-            bpf_stats=source.bpf_stats,
-            recursion_misses=source.recursion_misses,
-        )
-
-        def rebuilt(names: NamespaceNames) -> None:
-            health.ruleset_refreshes.inc()
-            health.policy_conflicts.set(len(names.conflicts))
-
-        resolver = PolicyResolver(
-            mask=config.mark_mask, reader=NftRulesetReader(netns_dir=config.netns_dir), on_rebuild=rebuilt
-        )
-        resolver.refresh()
         try:
-            tls = tls_context(config.tls) if config.tls is not None else None
-        except (OSError, ValueError) as exc:
-            raise StartError(
-                f"TLS set-up failed ({config.tls}): {exc}; check the certificate, key and CA files"
-            ) from exc
+            source = BpfDropSource(config=program_config(config))
+        except (KernelError, LoadError, BtfError) as exc:
+            raise StartError(str(exc)) from exc
+        loaded.append(source)
         try:
-            server = MetricsServer(
-                host=config.host,
-                port=config.port,
-                metrics=plain_text(partial(render_text, metrics)),
-                health=negotiated(health.registry),
-                tls=tls,
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise StartError(
-                    f"port {config.port} is already in use on {config.host}; choose another with --port or {ENV_PORT}"
-                ) from exc
-            raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
-        agent = Agent(
-            source=source,
-            store=store,
-            resolver=resolver,
-            health=health,
-            ruleset_refresh=config.ruleset_refresh,
-            export_unmarked=config.export_unmarked,
-        )
-        server.start()
-        log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
-        scheme = "https" if config.tls else "http"
-        log.info(
-            "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",
-            scheme,
-            config.host,
-            server.port,
-            METRICS_PATH,
-            HEALTH_PATH,
-            config.mark_mask,
-        )
-        try:
-            agent.run(stop=stop, interval=config.drain_interval)
+            run_agent(config, source=source, store=store, health=health, server=server, stop=stop)
         finally:
-            server.stop()
+            source.close()
     finally:
-        source.close()
+        server.stop()
     log.info("stopped: BPF program detached")
+
+
+def bind_server(config: CollectorConfig, *, metrics: CollectorRegistry, health: Health) -> MetricsServer:
+    try:
+        tls = tls_context(config.tls) if config.tls is not None else None
+    except (OSError, ValueError) as exc:
+        raise StartError(f"TLS set-up failed ({config.tls}): {exc}; check the certificate, key and CA files") from exc
+    try:
+        return MetricsServer(
+            host=config.host,
+            port=config.port,
+            metrics=plain_text(partial(render_text, metrics)),
+            health=negotiated(health.registry),
+            tls=tls,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"port {config.port} is already in use on {config.host}; choose another with --port or {ENV_PORT}"
+            ) from exc
+        raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+
+
+def run_agent(
+    config: CollectorConfig,
+    *,
+    source: BpfDropSource,
+    store: SeriesStore,
+    health: Health,
+    server: MetricsServer,
+    stop: threading.Event,
+) -> None:
+    def rebuilt(names: NamespaceNames) -> None:
+        health.ruleset_refreshes.inc()
+        health.policy_conflicts.set(len(names.conflicts))
+
+    resolver = PolicyResolver(
+        mask=config.mark_mask, reader=NftRulesetReader(netns_dir=config.netns_dir), on_rebuild=rebuilt
+    )
+    resolver.refresh()
+    agent = Agent(
+        source=source,
+        store=store,
+        resolver=resolver,
+        health=health,
+        ruleset_refresh=config.ruleset_refresh,
+        export_unmarked=config.export_unmarked,
+    )
+    server.start()
+    log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
+    scheme = "https" if config.tls else "http"
+    log.info(
+        "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",
+        scheme,
+        config.host,
+        server.port,
+        METRICS_PATH,
+        HEALTH_PATH,
+        config.mark_mask,
+    )
+    agent.run(stop=stop, interval=config.drain_interval)
 
 
 def stop_on_signals() -> threading.Event:

@@ -229,6 +229,7 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
         f"policywatch-collector: error: port {running.port} is already in use on 127.0.0.1; "
         "choose another with --port or FELIX_PROMETHEUSREPORTERPORT"
     ]
+    assert busy.stderr.splitlines() == errors  # found before the BPF load: no log lines before the error
     nobody = subprocess.run(
         [
             "setpriv",
