@@ -60,6 +60,12 @@ BPF_ARRAY_OF_MAPS(overflow_slot, "overflow_a", 1);
 // Last resort when the overflow map is full too: one monotonic per-CPU counter, never reset.
 BPF_PERCPU_ARRAY(unplaced, struct drop_value, 1);
 
+// Entries ever inserted into the counting and overflow maps (per CPU, never reset), and entries userspace has
+// drained (written by userspace only): while the two are equal every map is empty and a drain reads nothing,
+// however many slots the maps have.
+BPF_PERCPU_ARRAY(inserts, u64, 1);
+BPF_ARRAY(drained, u64, 1);
+
 // A per-CPU cache of the last key: a run of drops from one source (a flood, a retrying client) adds here
 // without a hash lookup, and reaches the hash when the key changes or the drain reads it. Two generations;
 // userspace flips `generation` before the map-in-map swap, whose wait covers the cache too.
@@ -80,6 +86,13 @@ static __always_inline int count_in(void *map, void *key, u64 packets, u64 bytes
     }
     struct drop_value first = {.packets = packets, .bytes = bytes};
     int err = bpf_map_update_elem(map, key, &first, BPF_NOEXIST);
+    if (err == 0) {
+        u32 zero = 0;
+        u64 *inserted = inserts.lookup(&zero);
+        if (inserted)
+            *inserted += 1;
+        return 0;
+    }
     if (err != -EEXIST)
         return err;
     // Another CPU inserted the key first; this CPU's slot of a per-CPU entry starts at zero.
@@ -129,9 +142,10 @@ static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst) {
     return inum;
 }
 
-// Attached raw (BPF_RAW_TRACEPOINT): the program gets the tracepoint's own arguments, without the cost of
-// filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
-RAW_TRACEPOINT_PROBE(kfree_skb) {
+// Attached raw (BPF_RAW_TRACEPOINT) to kfree_skb: the program gets the tracepoint's own arguments, without the
+// cost of filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
+// Not BCC's RAW_TRACEPOINT_PROBE: the installer attaches it itself, after the map-in-map slots are filled.
+int count_drops(struct bpf_raw_tracepoint_args *ctx) {
     if ((u32)ctx->args[ARG_REASON] != NETFILTER_DROP_REASON)
         return 0;
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from collector.bpf_loader import DropCount, DropSource
+from collector.bpf_loader import Drained, DropCount, DropSource
 from collector.health import Health
 from collector.policies import NamespaceNames, PolicyResolver
 from collector.series import OVERFLOW_SOURCE, SeriesStore
@@ -29,6 +30,7 @@ class Agent:
         health: Health,
         ruleset_refresh: float,
         export_unmarked: bool = False,
+        persist: Callable[[], None] = lambda: None,
     ) -> None:
         self._source = source
         self._store = store
@@ -36,11 +38,12 @@ class Agent:
         self._health = health
         self._ruleset_refresh = ruleset_refresh
         self._export_unmarked = export_unmarked
+        self._persist = persist
         self._unknown_checked: set[tuple[int, int]] = set()
         self._capped_seen = 0
 
     def tick(self) -> None:
-        """One drain: read and empty the BPF maps, label each count, add it to its series."""
+        """One drain: read the BPF maps, label each count, add it to its series, persist, empty the maps."""
         started = time.perf_counter()
         drained = self._source.drain()
         drain_time = time.perf_counter() - started
@@ -60,6 +63,21 @@ class Agent:
             if self._resolver.last_read != before:
                 self._unknown_checked |= unknown
         started = time.perf_counter()
+        self.add(drained)
+        if drained.drops or drained.overflow or drained.unplaced_packets:
+            try:
+                self._persist()  # before the maps are emptied: a crash from here on loses and repeats nothing
+            except OSError as exc:
+                log.warning("cannot save the collector state, totals may restart from 0 after a crash: %s", exc)
+        self._source.commit()
+        store = self._store
+        store.expire()
+        self._health.series.set(len(store))
+        self._health.map_entries.set(drained.map_entries)
+        self._health.drain_duration.observe(drain_time + time.perf_counter() - started)
+
+    def add(self, drained: Drained) -> None:
+        """Label the counts of one drain and add them to their series."""
         names = self._resolver.names
         store = self._store
         for d in drained.drops:
@@ -85,10 +103,6 @@ class Agent:
         capped = store.capped_packets - self._capped_seen
         self._capped_seen = store.capped_packets
         self._health.overflow_packets.inc(overflow + capped)
-        store.expire()
-        self._health.series.set(len(store))
-        self._health.map_entries.set(drained.map_entries)
-        self._health.drain_duration.observe(drain_time + time.perf_counter() - started)
 
     def _unattributed(self, drop: DropCount, names: NamespaceNames) -> bool:
         """Count a drop no policy made in the health counter; True when it is exported as policy="unmarked" too."""

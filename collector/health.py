@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Health:
         recursion_misses: Callable[[], int | None] = lambda: None,
         registry: CollectorRegistry | None = None,
         sysctl: Path = BPF_STATS_SYSCTL,
+        started_at: float | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -109,6 +111,12 @@ class Health:
             ("namespace",),
             registry=r,
         )
+        start_time = Gauge(
+            "policywatch_collector_start_time_seconds",
+            "When this collector process started (Unix time): a restart, not a reset, when totals continue.",
+            registry=r,
+        )
+        start_time.set(started_at if started_at is not None else time.time())
         build_info = Gauge(
             "policywatch_collector_build_info",
             "Collector version and kernel release.",

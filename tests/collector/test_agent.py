@@ -38,9 +38,13 @@ class FakeReader:
 class FakeSource:
     def __init__(self, *batches: Drained) -> None:
         self.batches = list(batches)
+        self.commits = 0
 
     def drain(self) -> Drained:
         return self.batches.pop(0) if self.batches else Drained()
+
+    def commit(self) -> None:
+        self.commits += 1
 
     def bpf_stats(self) -> tuple[int, int] | None:
         return (2000, 50)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -206,13 +207,27 @@ def test_tiny_map_overflow_keeps_totals_exact(netns: Netns, start_collector: Cal
     assert overflow_total >= got[("calico_denied_packets", policy, "overflow")]
 
 
-def test_sigterm_detaches_and_exits_cleanly(start_collector: Callable[..., RunningCollector]) -> None:
+def test_sigterm_keeps_the_program_attached_and_uninstall_detaches_it(
+    start_collector: Callable[..., RunningCollector], collector_dirs: tuple[Path, Path]
+) -> None:
+    bpf_dir, state_file = collector_dirs
     collector = start_collector()
     prog_id = collector.program_id()
     assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
     assert collector.stop() == 0
-    assert "BPF program detached" in collector.log
+    assert "stays attached" in collector.log
+    # still counting with no agent running: the next start loses nothing
+    assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
+    done = subprocess.run(
+        [str(COLLECTOR), "--uninstall", "--bpf-dir", str(bpf_dir), "--state-file", str(state_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "detached and unpinned 1 BPF program" in done.stdout
     assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode != 0
+    assert not bpf_dir.exists() and not state_file.exists()
 
 
 def test_startup_errors_are_one_line(start_collector: Callable[..., RunningCollector]) -> None:
@@ -249,9 +264,10 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
     assert "needs root (or the capabilities CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF)" in nobody.stderr
 
 
-def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
-    """The BPF source in-process: the batch drain, then the per-key fallback (kernels without batch ops)."""
-    from collector.bpf_loader import BpfDropSource, DropCount, ProgramConfig
+def test_drain_batch_and_per_key_paths_agree(netns: Netns, collector_dirs: tuple[Path, Path]) -> None:
+    """The pinned source in-process: the batch drain, then the per-key fallback (kernels without batch ops)."""
+    from collector.bpf_loader import DropCount, ProgramConfig, ensure_installed
+    from collector.pinned_source import PinnedDropSource
 
     sender, receiver = pair(netns)
     netns.nft(
@@ -261,7 +277,8 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
         }
         }""",
     )
-    source = BpfDropSource(config=ProgramConfig(mark_mask=0x3FFF, map_size=256))
+    installed = ensure_installed(config=ProgramConfig(mark_mask=0x3FFF, map_size=256), bpf_dir=collector_dirs[0])
+    source = PinnedDropSource(installed.pin_dir)
     try:
 
         def mine(expected: list[DropCount]) -> list[DropCount]:
@@ -273,6 +290,7 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
                     if d.policy_id == 0x3A1:
                         p, b = merged.get((d.policy_id, d.src_ip), (0, 0))
                         merged[(d.policy_id, d.src_ip)] = (p + d.packets, b + d.bytes)
+                source.commit()
                 got = [DropCount(k[0], k[1], p, b) for k, (p, b) in sorted(merged.items())]
                 if got == expected or time.monotonic() > deadline:
                     return got
@@ -284,7 +302,7 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
         expected = [DropCount(0x3A1, V4_SRC, 7, 7 * 48), DropCount(0x3A1, V6_SRC, 2, 2 * 68)]
         assert mine(expected) == expected
         assert mine([]) == []  # drained means emptied
-        source._batch_ok = False  # as on a kernel without BPF_MAP_LOOKUP_AND_DELETE_BATCH
+        source.batch_ok = False  # as on a kernel without batch map ops
         send(netns, sender, V6_DST, 7001, 3, 20)
         send(netns, sender, V4_DST, 7001, 4, 20)
         expected = [DropCount(0x3A1, V4_SRC, 4, 4 * 48), DropCount(0x3A1, V6_SRC, 3, 3 * 68)]
@@ -301,7 +319,7 @@ def test_print_bpf_shows_source_and_kernel_defines(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert "-DMARK_MASK=0xff0u" in first and "-DNETFILTER_DROP_REASON=" in first and "-DSPAN_START=" in first
-    assert "RAW_TRACEPOINT_PROBE(kfree_skb)" in out
+    assert "int count_drops(struct bpf_raw_tracepoint_args *ctx)" in out
 
 
 def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
