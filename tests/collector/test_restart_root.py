@@ -104,3 +104,25 @@ def test_killed_between_saving_and_emptying_counts_once(netns: Netns, collector_
         second.source.commit()
     second.source.close()
     assert ours(store) == 8 == nft_counter(netns, receiver, "p")[0]
+
+
+def test_a_changed_program_replaces_the_old_one_and_drains_its_maps(
+    netns: Netns, start_collector: Callable[..., RunningCollector], collector_dirs: tuple
+) -> None:
+    import subprocess
+
+    bpf_dir, _ = collector_dirs
+    sender, receiver = pair(netns)
+    tagged_drop(netns, receiver, port=7001, mark=0x3C3, policy="upgrade", family="ip")
+    key = ("calico_denied_packets", "upgrade", V4_SRC)
+    first = start_collector("--map-size", "256")
+    old_id = first.program_id()
+    netns.run(sender, PY, "-c", PACED_SENDER, V4_DST, "7001", "4", "1000")
+    assert first.wait_for(lambda s: s.get(key) == 4).get(key) == 4
+    assert first.stop() == 0
+    netns.run(sender, PY, "-c", PACED_SENDER, V4_DST, "7001", "3", "1000")  # counted by the old program alone
+    second = start_collector("--map-size", "512")  # another program: installed, the old one replaced
+    assert second.program_id() != old_id
+    assert second.wait_for(lambda s: s.get(key) == 7).get(key) == 7 == nft_counter(netns, receiver, "upgrade")[0]
+    assert subprocess.run(["bpftool", "prog", "show", "id", str(old_id)], capture_output=True).returncode != 0
+    assert len([d for d in bpf_dir.iterdir() if d.is_dir()]) == 1
