@@ -1,7 +1,8 @@
 """Compiles bpf/denied.c with BCC, attaches it to skb:kfree_skb and pins it all under bpffs; then exits.
 
 Run as a short-lived child of the agent (``python -m collector.bpf_install``, a JSON request on stdin), so that
-BCC and LLVM are never resident in the agent. The pins keep the program attached and its maps counting after
+neither the parsed kernel BTF nor BCC and LLVM are ever resident in the agent; a start whose program is already
+pinned compiles nothing. The pins keep the program attached and its maps counting after
 this process exits, and across agent restarts; only ``policywatch-collector --uninstall`` (or a changed program)
 removes them.
 
@@ -15,29 +16,17 @@ import ctypes as ct
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from collector.bpf_sys import obj_pin
 
 FUNCTION = b"count_drops"
-MAPS = (
-    "drops_a",
-    "drops_b",
-    "drops_slot",
-    "overflow_a",
-    "overflow_b",
-    "overflow_slot",
-    "unplaced",
-    "generation",
-    "cache",
-    "inserts",
-    "drained",
-)
 
 
-def install(*, source: Path, cflags: list[str], pin_dir: Path, retire: list[Path]) -> dict[str, Any]:
+def install(*, source: Path, cflags: list[str], pin_dir: Path, retire: list[Path]) -> None:
     from bcc import BPF  # Debian's python3-bpfcc; only this process loads it
     from bcc.libbcc import lib
+
+    from collector.bpf_loader import MAPS
 
     bpf = BPF(src_file=str(source).encode(), cflags=cflags)
     fn = bpf.load_func(FUNCTION, BPF.RAW_TRACEPOINT)
@@ -55,22 +44,29 @@ def install(*, source: Path, cflags: list[str], pin_dir: Path, retire: list[Path
     for old in retire:
         (old / "link").unlink(missing_ok=True)  # detaches the old program: it overlapped this one for microseconds
     obj_pin(link, pin_dir / "link")
-    return {"pin_dir": str(pin_dir)}
 
 
 def main() -> int:
+    """Request on stdin: mark_mask, map_size, overflow_size, bpf_dir. Reply on stdout: pin_dir, reused, retired;
+    or error, the one line the agent shows."""
+    from collector.bpf_loader import LoadError, ProgramConfig, find_or_install
+    from collector.btf import BtfError
+    from collector.kernel import KernelError
+
     request = json.load(sys.stdin)
+    config = ProgramConfig(
+        mark_mask=int(request["mark_mask"]),
+        map_size=int(request["map_size"]),
+        overflow_size=int(request["overflow_size"]),
+    )
     try:
-        result = install(
-            source=Path(request["source"]),
-            cflags=list(request["cflags"]),
-            pin_dir=Path(request["pin_dir"]),
-            retire=[Path(p) for p in request.get("retire", [])],
-        )
-    except Exception as exc:  # BCC raises bare Exception for compile and load errors
-        print(" ".join(str(exc).split())[:2000], file=sys.stderr)
+        found = find_or_install(config=config, bpf_dir=Path(request["bpf_dir"]))
+    except (LoadError, KernelError, BtfError, OSError) as exc:
+        json.dump({"error": str(exc)}, sys.stdout)
         return 1
-    json.dump(result, sys.stdout)
+    json.dump(
+        {"pin_dir": str(found.pin_dir), "reused": found.reused, "retired": [str(p) for p in found.retired]}, sys.stdout
+    )
     return 0
 
 

@@ -22,13 +22,26 @@ from typing import Protocol
 
 from bpf import source_path
 from collector import bpf_sys
-from collector.bpf_install import MAPS
 from collector.btf import Btf
 from collector.kernel import SkbLayout, TracepointArgs, check_headers, check_tracepoint, netfilter_drop_reason
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BPF_DIR = Path("/sys/fs/bpf/policywatch")
+# The pinned maps of one program (bpf/denied.c), besides its "prog" and "link" pins.
+MAPS = (
+    "drops_a",
+    "drops_b",
+    "drops_slot",
+    "overflow_a",
+    "overflow_b",
+    "overflow_slot",
+    "unplaced",
+    "generation",
+    "cache",
+    "inserts",
+    "drained",
+)
 KEY_SIZE = 32  # struct drop_key
 OVERFLOW_KEY_SIZE = 8  # struct overflow_key
 VALUE_SIZE = 16  # struct drop_value
@@ -172,10 +185,40 @@ def program_cflags(config: ProgramConfig, *, btf_path: Path | None = None) -> li
     )
 
 
-def ensure_installed(
-    *, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR, btf_path: Path | None = None
-) -> Installed:
-    """The pinned program for this configuration and kernel: reused if attached, else installed by a child."""
+def ensure_installed(*, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR) -> Installed:
+    """The pinned program for this configuration and kernel, found or installed by a short-lived child process.
+
+    Everything heavy happens in the child: parsing the kernel's BTF (some 60 MB of Python objects) and, when the
+    program is not pinned yet, BCC and LLVM; so none of it stays resident in the agent."""
+    request = {
+        "mark_mask": config.mark_mask,
+        "map_size": config.map_size,
+        "overflow_size": config.overflow_size,
+        "bpf_dir": str(bpf_dir),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.bpf_install"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        reply = {"error": done.stderr.strip() or f"the installer exited {done.returncode}"}
+    if done.returncode != 0 or "error" in reply:
+        raise LoadError(str(reply.get("error")))
+    return Installed(
+        pin_dir=Path(reply["pin_dir"]), reused=bool(reply["reused"]), retired=tuple(Path(p) for p in reply["retired"])
+    )
+
+
+def find_or_install(*, config: ProgramConfig, bpf_dir: Path, btf_path: Path | None = None) -> Installed:
+    """The installer child's work (collector/bpf_install.py): reuse the pinned program, or compile and pin it."""
+    from collector.bpf_install import install
+
     check_tracepoint()
     cflags = program_cflags(config, btf_path=btf_path)
     source = source_path("denied.c")
@@ -187,19 +230,12 @@ def ensure_installed(
     if pin_dir.exists():
         remove_pins(pin_dir)  # an install that died midway
     others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
-    request = {"source": str(source), "cflags": cflags, "pin_dir": str(pin_dir), "retire": [str(d) for d in others]}
-    done = subprocess.run(
-        [sys.executable, "-m", "collector.bpf_install"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
+    try:
+        install(source=source, cflags=cflags, pin_dir=pin_dir, retire=list(others))
+    except Exception as exc:  # BCC raises bare Exception for compile and load errors
         if not (pin_dir / "link").exists():
             remove_pins(pin_dir)
-        raise LoadError(f"BPF program {source} failed to load: {done.stderr.strip() or done.returncode}")
+        raise LoadError(f"BPF program {source} failed to load: {' '.join(str(exc).split())[:2000]}") from exc
     return Installed(pin_dir=pin_dir, reused=False, retired=others)
 
 

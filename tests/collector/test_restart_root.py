@@ -44,9 +44,9 @@ def test_restart_under_traffic_loses_and_repeats_nothing(
     first = start_collector()
     prog_id = first.program_id()
     started_at = first.health("policywatch_collector_start_time_seconds")
-    sent = 2500
+    sent = 1500
     traffic = netns.popen(sender, PY, "-c", PACED_SENDER, V4_DST, "7001", str(sent), "500")
-    time.sleep(2.0)
+    time.sleep(1.0)
     assert total(first, policy) > 0
     first.proc.send_signal(how)
     first.proc.wait(timeout=20)
