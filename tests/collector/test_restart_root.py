@@ -126,3 +126,53 @@ def test_a_changed_program_replaces_the_old_one_and_drains_its_maps(
     assert second.wait_for(lambda s: s.get(key) == 7).get(key) == 7 == nft_counter(netns, receiver, "upgrade")[0]
     assert subprocess.run(["bpftool", "prog", "show", "id", str(old_id)], capture_output=True).returncode != 0
     assert len([d for d in bpf_dir.iterdir() if d.is_dir()]) == 1
+
+
+def test_failing_batch_syscalls_lose_nothing(
+    netns: Netns, collector_dirs: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's batch calls failing midway (injected: the kernel offers no way to make them fail on demand):
+    a failed read leaves the maps as they were for the next drain, a failed delete falls back key by key."""
+    from collector import pinned_source
+    from collector.bpf_loader import ProgramConfig, ensure_installed
+    from collector.pinned_source import PinnedDropSource
+    from tests.collector.harness import SPOOF_SENDER
+
+    sender, receiver = pair(netns)
+    tagged_drop(netns, receiver, port=7009, mark=0x3C4, policy="faults", family="ip", hook="prerouting")
+    installed = ensure_installed(config=ProgramConfig(mark_mask=0x3FFF, map_size=4096), bpf_dir=collector_dirs[0])
+    source = PinnedDropSource(installed.pin_dir)
+    real_lookup, real_delete = pinned_source.bpf_sys.lookup_batch, pinned_source.bpf_sys.delete_batch
+    calls = {"lookup": 0}
+
+    def lookup_fails_on_the_second_chunk(*args: object, **kwargs: object) -> tuple[int, bool]:
+        calls["lookup"] += 1
+        if calls["lookup"] == 2:
+            raise OSError(5, "injected EIO")
+        return real_lookup(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete_fails(*args: object, **kwargs: object) -> int:
+        raise OSError(5, "injected EIO")
+
+    counted = 0
+    try:
+        netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", "10.233.0.1", "1500", "1")  # 1500 entries: 2 chunks
+        monkeypatch.setattr(pinned_source.bpf_sys, "lookup_batch", lookup_fails_on_the_second_chunk)
+        monkeypatch.setattr(pinned_source.bpf_sys, "delete_batch", delete_fails)
+        failures = 0
+        for _ in range(6):
+            try:
+                drained = source.drain()
+            except OSError:
+                failures += 1
+                continue
+            counted += sum(d.packets for d in drained.drops + drained.overflow if d.policy_id == 0x3C4)
+            source.commit()
+        assert failures == 1
+        monkeypatch.setattr(pinned_source.bpf_sys, "delete_batch", real_delete)
+        for _ in range(2):
+            counted += sum(d.packets for d in source.drain().drops if d.policy_id == 0x3C4)
+            source.commit()
+    finally:
+        source.close()
+    assert counted == 1500 == nft_counter(netns, receiver, "faults")[0]
