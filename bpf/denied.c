@@ -122,9 +122,18 @@ static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) 
     }
 }
 
+// The last device's namespace, per CPU, valid for one generation (one drain interval): a flood through one device
+// skips the two dependent reads below. A device moved to another namespace mid-flood is seen within a drain.
+struct netns_cache {
+    u64 dev;
+    u32 inum;
+    u32 generation;
+};
+BPF_PERCPU_ARRAY(netns_seen, struct netns_cache, 1);
+
 // The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
 // else its route's device (_skb_refdst, whose low bit is a "no reference" flag).
-static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst) {
+static __always_inline u32 netns_lookup(u64 dev, u64 sk, u64 refdst) {
     u64 net = 0;
     if (dev)
         bpf_probe_read_kernel(&net, sizeof(net), (void *)(dev + NETDEV_NET));
@@ -139,6 +148,20 @@ static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst) {
     u32 inum = 0;
     if (net)
         bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
+    return inum;
+}
+
+static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst, u32 gen) {
+    u32 zero = 0;
+    struct netns_cache *seen = netns_seen.lookup(&zero);
+    if (seen && dev && seen->dev == dev && seen->generation == gen)
+        return seen->inum;
+    u32 inum = netns_lookup(dev, sk, refdst);
+    if (seen && dev) {
+        seen->dev = dev;
+        seen->inum = inum;
+        seen->generation = gen;
+    }
     return inum;
 }
 
@@ -169,7 +192,9 @@ int count_drops(struct bpf_raw_tracepoint_args *ctx) {
     struct drop_key key;
     __builtin_memset(&key, 0, sizeof(key));
     key.policy = mark & MARK_MASK;
-    key.netns = netns_of(dev, sk, refdst);
+    u32 zero = 0;
+    u32 *gen = generation.lookup(&zero);
+    key.netns = netns_of(dev, sk, refdst, gen ? *gen : 0);
 
     u64 network = head + nh;
     // nft counters count skb->len at every hook: from the network header at the IP hooks, from the MAC header
@@ -202,8 +227,6 @@ int count_drops(struct bpf_raw_tracepoint_args *ctx) {
         }
     }
 
-    u32 zero = 0;
-    u32 *gen = generation.lookup(&zero);
     if (!gen) {
         count(&key, 1, bytes);
         return 0;

@@ -103,9 +103,12 @@ class PinnedDropSource:
         """The maps the last ``drain()`` read and ``commit()`` has not emptied yet."""
         return self._pending.index if self._pending is not None else None
 
-    def _point_at(self, index: int) -> None:
+    def _advance(self, generation: int) -> None:
+        """Count into maps ``generation & 1``. The generation only grows: the program's per-CPU namespace cache
+        is valid for one generation, so it must never come back to an old value."""
+        index = generation & 1
         # generation first: the slot updates below wait for every program that may still use the old one
-        bpf_sys.update(self._generation.fd, _ZERO_KEY, struct.pack("<I", index))
+        bpf_sys.update(self._generation.fd, _ZERO_KEY, struct.pack("<I", generation & 0xFFFFFFFF))
         bpf_sys.update(self._drops_slot.fd, _ZERO_KEY, struct.pack("<I", self._drops[index].fd))
         bpf_sys.update(self._overflow_slot.fd, _ZERO_KEY, struct.pack("<I", self._overflow[index].fd))
 
@@ -121,10 +124,11 @@ class PinnedDropSource:
     def drain(self) -> Drained:
         if self._pending is not None:
             self.commit()  # counts added but never committed (the agent's tick failed after the drain)
-        idle = self.generation & 1
+        generation = self.generation
+        idle = generation & 1
         if self._nothing_new(idle):
             return Drained()  # no swap: its two waits for running programs are most of an idle drain's cost
-        self._point_at(1 - idle)  # waits for running programs: the idle maps now have no writer
+        self._advance(generation + 1)  # waits for running programs: the idle maps now have no writer
         pending = _Pending(index=idle)
         drops: list[DropCount] = []
         overflow: list[DropCount] = []
@@ -290,10 +294,14 @@ class PinnedDropSource:
         os.close(self._prog_fd)
 
 
-def parse_key(raw: bytes | memoryview) -> tuple[int, int, int, bytes]:
+_DROP_KEY = struct.Struct("<IIB7x16s")  # struct drop_key
+_OVERFLOW_KEY = struct.Struct("<II")  # struct overflow_key
+
+
+def parse_key(raw: bytes) -> tuple[int, int, int, bytes]:
     """(policy id, netns inode, family, address) of a drop key, or of an overflow key (no family, no address)."""
     if len(raw) == OVERFLOW_KEY_SIZE:
-        policy, netns = struct.unpack("<II", raw)
+        policy, netns = _OVERFLOW_KEY.unpack(raw)
         return policy, netns, 0, b""
-    policy, netns, family = struct.unpack_from("<IIB", raw, 0)
-    return policy, netns, family, bytes(raw[16:32])
+    policy, netns, family, addr = _DROP_KEY.unpack(raw)
+    return policy, netns, family, addr
