@@ -131,13 +131,15 @@ def test_nft_shapes_named_through_later_rules_jumps_gotos_and_vmaps(
 
 def test_iptables_nft_and_legacy_shapes(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
     net = routed(netns)
-    for args in IPTABLES_NFT:
-        netns.run(net.node, "iptables-nft", *args)
-    for args in IPTABLES_LEGACY:
-        netns.run(net.node, "iptables-legacy", *args)
+    for command in ("iptables-nft", "ip6tables-nft"):
+        for args in IPTABLES_NFT:
+            netns.run(net.node, command, *args)
+    for command in ("iptables-legacy", "ip6tables-legacy"):
+        for args in IPTABLES_LEGACY:
+            netns.run(net.node, command, *args)
     collector = start_collector("--ruleset-refresh", "0.5")
     ports = {**IPTABLES_NFT_PORTS, **IPTABLES_LEGACY_PORTS}
-    run_shapes(netns, net, collector, ports, {**IPTABLES_NFT_EXPECTED, **IPTABLES_LEGACY_EXPECTED}, v6=False)
+    run_shapes(netns, net, collector, ports, {**IPTABLES_NFT_EXPECTED, **IPTABLES_LEGACY_EXPECTED})
 
 
 def test_a_mark_is_never_named_from_another_namespace(
