@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row, Select, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -70,6 +70,31 @@ class Conflict(StoreError):
             name,
             f'{kind.kind} "{name}" was modified: resourceVersion {sent} {now}; get it again and re-apply your change',
         )
+
+
+class ObjectStorePort(Protocol):
+    """What the routes need of a store of one kind: ``ObjectStore`` (SQL), or the read-only view of the
+    cluster's custom resources (``api.kube_controller.rest.ReadOnlyStore``, ``--definitions=kubernetes``)."""
+
+    kind: Kind
+
+    def create(self, *, obj: ObjectIn) -> StoredObject: ...
+
+    def get(self, name: str) -> StoredObject | None: ...
+
+    def get_with_status(self, name: str) -> tuple[StoredObject, AlertStatus | None] | None: ...
+
+    def list_page(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> tuple[list[tuple[StoredObject, AlertStatus | None]], bool]: ...
+
+    def max_resource_version(self) -> int: ...
+
+    def replace(self, *, obj: ObjectIn) -> StoredObject: ...
+
+    def delete(self, name: str) -> StoredObject | None: ...
+
+    def statuses(self, names: list[str]) -> dict[str, AlertStatus]: ...
 
 
 class ObjectStore:

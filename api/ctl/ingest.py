@@ -87,7 +87,7 @@ def run_ingest(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        stream: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        stream: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as exc:
         err.write(f"policywatchctl ingest: cannot read {args.file}: {exc.strerror}\n")
         return 1

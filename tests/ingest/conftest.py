@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.db import make_engine, migrate
-from tests.api.conftest import EvaluatorProcess, make_client
+from tests.api.support import EvaluatorProcess, make_client
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from api.ctl.main import main as ctl
 from api.db import make_engine
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 from tests.ingest.helpers import recent_flow
 
 

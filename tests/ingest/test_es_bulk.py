@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.db import migrate
-from tests.api.conftest import make_client
+from tests.api.support import make_client
 from tests.ingest.helpers import DNS_LINE, FLOW_LINE, count, es_bulk, ndjson, recent_flow
 
 NDJSON = {"Content-Type": "application/x-ndjson"}

@@ -11,7 +11,7 @@ import httpx
 import sqlalchemy as sa
 
 from api.db import make_engine
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 from tests.ingest.helpers import es_bulk, recent_flow
 
 RECORDS = 6_000

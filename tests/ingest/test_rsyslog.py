@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from api.db import make_engine
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 from tests.ingest.helpers import recent_flow
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

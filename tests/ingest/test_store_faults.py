@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from api.db import make_engine, migrate
-from tests.api.conftest import make_client
-from tests.fixtures.services import PostgresServer
+from devstack.services import PostgresServer
+from tests.api.support import make_client
 from tests.ingest.helpers import count, es_bulk, ndjson, recent_flow
 
 INDEX = "tigera_secure_ee_flows.cluster.20251203"
