@@ -301,6 +301,9 @@ def validate(documents: Sequence[Document]) -> None:
             document.text = orjson.dumps(document.record, option=orjson.OPT_SORT_KEYS).decode()
             check_record_text(document.text, 0)
             document.rows = record_to_rows(document.dataset, document.record, text=document.text)
+            # The parsed record is no longer needed (its text is stored): a large request's memory halves.
+            document.rows.row.pop("record", None)
+            document.record = None
         except RecordInvalid as exc:
             document.fail(400, "mapper_parsing_exception", exc.reason, exc.field)
         except (TypeError, orjson.JSONEncodeError) as exc:
