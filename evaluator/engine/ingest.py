@@ -76,11 +76,17 @@ class Document:
     rows: RecordRows | None = None
     outcome: Outcome | None = None
 
+    _key: str | None = None
+
     @property
     def key(self) -> str:
-        if self.doc_id is not None:
-            return f"id:{self.doc_id}"
-        return "hash:" + hashlib.blake2b(self.text.encode(), digest_size=16).hexdigest()
+        """The ingest key: ``id:`` + the _id, or ``hash:`` + a 128-bit BLAKE2b of the canonical JSON."""
+        if self._key is None:
+            if self.doc_id is not None:
+                self._key = f"id:{self.doc_id}"
+            else:
+                self._key = "hash:" + hashlib.blake2b(self.text.encode(), digest_size=16).hexdigest()
+        return self._key
 
     @property
     def response_id(self) -> str:
