@@ -76,7 +76,7 @@ class EngineRuntime:
             notifier=notifier,
             event_sink=event_sink,
             config=SchedulerConfig(
-                workers=settings.scheduler_workers,
+                workers=settings.workers_for(engine.dialect.name),
                 lease_ttl=settings.duration("scheduler_lease_ttl"),
                 max_catchup=settings.scheduler_max_catchup,
                 backoff_initial=settings.duration("scheduler_backoff_initial"),
