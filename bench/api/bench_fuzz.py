@@ -5,7 +5,9 @@ start, listening on loopback. Every operation of its ``/openapi.json`` gets ``--
 (half positive, half negative data, schemathesis 4 driven by Hypothesis), sent over real HTTP. Printed per
 store and per operation: cases sent, 5xx answers (target 0) and distinct failures of the checks
 not_a_server_error, status_code_conformance and content_type_conformance; then the first reproducer of each
-distinct 5xx (method, path, body) so it can be replayed with curl.
+distinct 5xx (method, path, body) so it can be replayed with curl. Where the served OpenAPI document
+describes no request body (the dry run and the bulk routes read the raw request) the bench adds one, see
+``with_request_bodies``.
 
     .venv/bin/python bench/api/bench_fuzz.py [--examples 300] [--postgres] [--no-sqlite] [--seed 0]
 
@@ -144,10 +146,39 @@ def fuzz_operation(operation: Any, base_url: str, examples: int, rng_seed: int) 
     return figures
 
 
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(_context: Any, value: Any) -> bytes:
+    lines = value if isinstance(value, list) else [value]
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def with_request_bodies(raw: dict[str, Any]) -> dict[str, Any]:
+    """The served document with the bodies it does not describe (the dry run and bulk routes read the raw
+    request): without them schemathesis would send those operations no body at all. The dry run takes a
+    GlobalAlert, the bulk routes NDJSON action/source lines (here arbitrary JSON values, one per line), and
+    ``/datasets/{dataset}/_bulk`` names a real data set in positive cases."""
+    paths = raw["paths"]
+    alert_body = paths["/globalalerts"]["post"]["requestBody"]
+    dry_run = paths.get("/globalalerts/test", {}).get("post")
+    if dry_run is not None and not dry_run.get("requestBody"):
+        dry_run["requestBody"] = alert_body
+    lines = {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": 6}
+    bulk_body = {"required": True, "content": {"application/x-ndjson": {"schema": lines}}}
+    for path in ("/_bulk", "/{index}/_bulk", "/datasets/{dataset}/_bulk", "/datasets/audit/webhook"):
+        operation = paths.get(path, {}).get("post")
+        if operation is not None and not operation.get("requestBody"):
+            operation["requestBody"] = bulk_body
+    for parameter in paths.get("/datasets/{dataset}/_bulk", {}).get("post", {}).get("parameters", []):
+        if parameter["name"] == "dataset":
+            parameter["schema"] = {"type": "string", "enum": ["flows", "dns", "audit"]}
+    return raw
+
+
 def fuzz_store(database_url: str, workdir: Path, examples: int, rng_seed: int) -> dict[str, OperationFigures]:
     evaluator = Evaluator(database_url, workdir)
     try:
-        schema = schemathesis.openapi.from_url(f"{evaluator.url}/openapi.json")
+        raw = httpx.get(f"{evaluator.url}/openapi.json", timeout=10).raise_for_status().json()
+        schema = schemathesis.openapi.from_dict(with_request_bodies(raw))
         results: dict[str, OperationFigures] = {}
         for result in schema.get_all_operations():
             operation = result.ok()
