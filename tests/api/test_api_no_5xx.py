@@ -50,6 +50,11 @@ HUGE_NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([2**63, -(2**63) - 1, 2**64, 1e308, -0.0, 5e-324]),
 )
+# YAML syntax a parser may mishandle: tags, anchors and merges, directives, escapes past U+10FFFF, flow style.
+YAML_TOKENS = st.sampled_from(
+    ["!!binary ", "!!python/object:os.system ", "!foo ", "&a ", "*a", "<<: *a\n", "\n---\n", "%YAML 1.1\n",
+     '"\\Uffffffff"', '"\\x"', "? ", "{", "[", "- ", ": ", "'", '"', "\t", "#", "|\n", ">-\n", ".inf", "0x_", "~"]
+)  # fmt: skip
 SCALARS = st.one_of(st.none(), st.booleans(), HUGE_NUMBERS, ODD_TEXT)
 
 
@@ -78,15 +83,15 @@ def objects(draw: st.DrawFn, kind: str) -> Any:
         body["kind"], body["spec"] = kind, dict(TEMPLATE_SPEC)
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         where = draw(st.sampled_from(["spec", "spec", "spec", "metadata", "top", "whole"]))
-        if where == "spec":
+        if where == "spec" and isinstance(body["spec"], dict):
             body["spec"][draw(st.sampled_from(SPEC_FIELDS))] = draw(HOSTILE)
-        elif where == "metadata":
+        elif where == "metadata" and isinstance(body["metadata"], dict):
             key = draw(st.one_of(st.sampled_from(METADATA_FIELDS), ODD_TEXT))
             value = draw(st.one_of(HOSTILE, st.dictionaries(ODD_TEXT, ODD_TEXT, max_size=3)))
             body["metadata"][key] = value
         elif where == "top":
             body[draw(st.sampled_from(["apiVersion", "kind", "metadata", "spec", "status"]))] = draw(HOSTILE)
-        else:
+        elif where == "whole":
             return draw(HOSTILE)
     return body
 
@@ -107,10 +112,11 @@ def encoded(draw: st.DrawFn, value: Any) -> tuple[bytes, str]:
     """``value`` as a JSON or YAML body, sometimes with raw odd characters spliced in or cut short."""
     media = draw(st.sampled_from([JSON, YAML]))
     data = _json(value) if media == JSON else _yaml(value)
-    damage = draw(st.sampled_from(["none", "none", "splice", "cut", "big-int-literal"]))
+    damage = draw(st.sampled_from(["none", "none", "splice", "splice", "cut", "big-int-literal"]))
     if damage == "splice" and data:
         at = draw(st.integers(min_value=0, max_value=len(data)))
-        data = data[:at] + draw(ODD_TEXT).encode("utf-8", "surrogatepass") + data[at:]
+        piece = draw(st.one_of(ODD_TEXT, YAML_TOKENS) if media == YAML else ODD_TEXT)
+        data = data[:at] + piece.encode("utf-8", "surrogatepass") + data[at:]
     elif damage == "cut" and data:
         data = data[: draw(st.integers(min_value=0, max_value=len(data) - 1))]
     elif damage == "big-int-literal":
