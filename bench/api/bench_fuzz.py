@@ -155,14 +155,22 @@ def _ndjson(_context: Any, value: Any) -> bytes:
 def with_request_bodies(raw: dict[str, Any]) -> dict[str, Any]:
     """The served document with the bodies it does not describe (the dry run and bulk routes read the raw
     request): without them schemathesis would send those operations no body at all. The dry run takes a
-    GlobalAlert, the bulk routes NDJSON action/source lines (here arbitrary JSON values, one per line), and
+    GlobalAlert, the bulk routes NDJSON lines (index actions and flow/dns/audit-like records, in any order), and
     ``/datasets/{dataset}/_bulk`` names a real data set in positive cases."""
     paths = raw["paths"]
     alert_body = paths["/globalalerts"]["post"]["requestBody"]
     dry_run = paths.get("/globalalerts/test", {}).get("post")
     if dry_run is not None and not dry_run.get("requestBody"):
         dry_run["requestBody"] = alert_body
-    lines = {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": 6}
+    index = {"type": "string", "enum": ["flows", "dns", "audit", "tigera_secure_ee_flows.cluster"]}
+    action = {"type": "object", "properties": {"index": {"type": "object", "properties": {"_index": index}}},
+              "required": ["index"]}  # fmt: skip
+    record = {"type": "object", "properties": {
+        "end_time": {"type": "integer"}, "action": {"enum": ["allow", "deny"]}, "dest_port": {"type": "integer"},
+        "source_namespace": {"type": "string"}, "num_flows": {"type": "integer"}, "qname": {"type": "string"},
+        "requestReceivedTimestamp": {"type": "string", "format": "date-time"}, "verb": {"type": "string"},
+    }}  # fmt: skip
+    lines = {"type": "array", "items": {"anyOf": [action, record]}, "minItems": 1, "maxItems": 6}
     bulk_body = {"required": True, "content": {"application/x-ndjson": {"schema": lines}}}
     for path in ("/_bulk", "/{index}/_bulk", "/datasets/{dataset}/_bulk", "/datasets/audit/webhook"):
         operation = paths.get(path, {}).get("post")
