@@ -135,7 +135,8 @@ def fuzz_operation(operation: Any, base_url: str, examples: int, rng_seed: int) 
             case.validate_response(response, checks=CHECKS)
         except (FailureGroup, Failure) as error:
             for failure in error.exceptions if isinstance(error, FailureGroup) else [error]:
-                figures.failures.add(f"{type(failure).__name__}: {str(failure).splitlines()[0][:160]}")
+                detail = " ".join(str(failure).split())  # the check's title and its Received/Documented lines
+                figures.failures.add(f"{type(failure).__name__}: {detail[:160]}")
 
     try:
         run()
