@@ -26,6 +26,8 @@ from evaluator.ports import AlertRepository
 
 
 class Service(Protocol):
+    """A long-running part of the process (the scheduler), started and stopped with the app."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
