@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from evaluator.durations import DurationError, parse_go_duration
+from evaluator.durations import Duration, PositiveDuration
 from evaluator.engine.config import EngineSettings
 from evaluator.engine.ingest import DEFAULT_INDEX_PATTERNS, IndexPatterns
 
@@ -43,12 +43,20 @@ class Settings(EngineSettings):
     tls_cert_file: Path | None = Field(default=None, description="PEM certificate: serve HTTPS")
     tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
     max_body_bytes: int = Field(default=MIB, ge=1024, description="larger request bodies get 413")
-    flow_logs_flush_interval: str = Field(default="5m", description="Felix flowLogsFlushInterval (lookback warning)")
-    dns_logs_flush_interval: str = Field(default="5m", description="Felix dnsLogsFlushInterval (lookback warning)")
-    audit_logs_flush_interval: str = Field(default="30s", description="audit log flush interval (lookback warning)")
+    flow_logs_flush_interval: Duration = Field(
+        default=timedelta(minutes=5), description="Felix flowLogsFlushInterval (lookback warning)"
+    )
+    dns_logs_flush_interval: Duration = Field(
+        default=timedelta(minutes=5), description="Felix dnsLogsFlushInterval (lookback warning)"
+    )
+    audit_logs_flush_interval: Duration = Field(
+        default=timedelta(seconds=30), description="audit log flush interval (lookback warning)"
+    )
     migrate: bool = Field(default=True, description="run database migrations at start")
     # The Alerts page's sign-in (api/web/): cookie sessions, and optionally an authenticating proxy's user header.
-    session_lifetime: str = Field(default="12h", description="how long an Alerts page sign-in lasts")
+    session_lifetime: PositiveDuration = Field(
+        default=timedelta(hours=12), description="how long an Alerts page sign-in lasts"
+    )
     trusted_proxy_header: str | None = Field(default=None, description="e.g. X-Forwarded-User (oauth2-proxy)")
     trusted_proxy_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("127.0.0.1/32", "::1/128"), description="addresses (CIDR) whose trusted_proxy_header is believed"
@@ -90,11 +98,6 @@ class Settings(EngineSettings):
                     raise ValueError(f"trusted proxy address {network!r}: expected an address or CIDR") from None
         return value
 
-    @field_validator("session_lifetime")
-    @classmethod
-    def _lifetime(cls, value: str) -> str:
-        return cls._check_duration(value)  # the engine's rule for its durations: positive, Go syntax
-
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -104,17 +107,6 @@ class Settings(EngineSettings):
     @classmethod
     def _index_patterns(cls, value: str) -> str:
         IndexPatterns(value)
-        return value
-
-    @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        try:
-            parsed = parse_go_duration(value)
-        except DurationError as exc:
-            raise ValueError(str(exc)) from exc
-        if parsed < timedelta(0):
-            raise ValueError(f"flush interval {value!r} must not be negative")
         return value
 
     @model_validator(mode="after")
@@ -155,9 +147,9 @@ class Settings(EngineSettings):
 
     def flush_intervals(self) -> dict[str, timedelta]:
         return {
-            "flows": parse_go_duration(self.flow_logs_flush_interval),
-            "dns": parse_go_duration(self.dns_logs_flush_interval),
-            "audit": parse_go_duration(self.audit_logs_flush_interval),
+            "flows": self.flow_logs_flush_interval,
+            "dns": self.dns_logs_flush_interval,
+            "audit": self.audit_logs_flush_interval,
         }
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
 
 # Nanoseconds per unit; µ (U+00B5, micro sign) and μ (U+03BC, Greek mu) are both accepted, as in Go.
 _UNIT_NS: dict[str, int] = {
@@ -101,3 +104,34 @@ def _trim(amount: int, unit: int) -> str:
         return str(whole)
     digits = len(str(unit)) - 1
     return f"{whole}.{frac:0{digits}d}".rstrip("0")
+
+
+def _go_duration(value: object, *, positive: bool) -> timedelta:
+    if isinstance(value, timedelta):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = parse_go_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from exc
+    else:
+        raise ValueError(f"expected a duration such as 30s, 10m or 168h, not {value!r}")
+    if positive and parsed <= timedelta(0):
+        raise ValueError(f"{value!r} must be a positive duration such as 30s, 10m or 168h")
+    if parsed < timedelta(0):
+        raise ValueError(f"{value!r} must not be negative")
+    return parsed
+
+
+# Settings fields: a Go duration string (``90s``, ``5m``, ``168h``) from flags or the environment, parsed once at
+# start into a timedelta; shown back in the same form.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(lambda value: _go_duration(value, positive=False)),
+    PlainSerializer(format_go_duration, return_type=str),
+]
+PositiveDuration = Annotated[
+    timedelta,
+    BeforeValidator(lambda value: _go_duration(value, positive=True)),
+    PlainSerializer(format_go_duration, return_type=str),
+]

@@ -50,7 +50,7 @@ def session_keys(settings: Settings) -> SessionKeys:
 
 
 def lifetime_seconds(settings: Settings) -> int:
-    return max(1, int(settings.duration("session_lifetime").total_seconds()))
+    return max(1, int(settings.session_lifetime.total_seconds()))
 
 
 def resolve(request: Request, settings: Settings) -> Resolution:

@@ -6,20 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evaluator.durations import DurationError, parse_go_duration
-
-
-def _duration(value: str) -> timedelta:
-    try:
-        parsed = parse_go_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from exc
-    if parsed <= timedelta(0):
-        raise ValueError(f"{value!r} must be a positive duration such as 30s, 10m or 168h")
-    return parsed
+from evaluator.durations import PositiveDuration
 
 
 class EngineSettings(BaseSettings):
@@ -39,10 +29,14 @@ class EngineSettings(BaseSettings):
             return self.scheduler_workers
         return 1 if dialect == "sqlite" else 4
 
-    scheduler_lease_ttl: str = Field(default="60s", description="a dead process's alerts are taken over after this")
+    scheduler_lease_ttl: PositiveDuration = Field(
+        default=timedelta(seconds=60), description="a dead process's alerts are taken over after this"
+    )
     scheduler_max_catchup: int = Field(default=24, ge=1, le=10_000, description="missed periods run after downtime")
-    scheduler_backoff_initial: str = Field(default="5s", description="first retry delay after a failed run")
-    scheduler_backoff_max: str = Field(default="5m", description="longest retry delay")
+    scheduler_backoff_initial: PositiveDuration = Field(
+        default=timedelta(seconds=5), description="first retry delay after a failed run"
+    )
+    scheduler_backoff_max: PositiveDuration = Field(default=timedelta(minutes=5), description="longest retry delay")
     bucket_cap: int = Field(default=10_000, ge=1, le=1_000_000, description="aggregation buckets (or hits) per run")
     alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL, e.g. http://127.0.0.1:9093")
     log_store: Literal["sql", "opensearch"] = Field(default="sql", description="where flow/dns/audit logs are read")
@@ -60,24 +54,16 @@ class EngineSettings(BaseSettings):
     opensearch_ca_file: Path | None = Field(default=None, description="PEM CA bundle of OpenSearch's certificate")
     opensearch_verify_certs: bool = Field(default=True, description="check OpenSearch's TLS certificate")
     opensearch_timeout: float = Field(default=30.0, gt=0, le=600)
-    retention_logs: str = Field(default="168h", description="embedded log records older than this are deleted")
-    retention_events: str = Field(default="720h", description="events older than this are deleted")
-    retention_runs: str = Field(default="24h", description="alert_runs bookkeeping rows older than this are deleted")
-    retention_interval: str = Field(default="10m", description="how often retention runs")
-
-    @field_validator(
-        "scheduler_lease_ttl",
-        "scheduler_backoff_initial",
-        "scheduler_backoff_max",
-        "retention_logs",
-        "retention_events",
-        "retention_runs",
-        "retention_interval",
+    retention_logs: PositiveDuration = Field(
+        default=timedelta(hours=168), description="embedded log records older than this are deleted"
     )
-    @classmethod
-    def _check_duration(cls, value: str) -> str:
-        _duration(value)
-        return value
+    retention_events: PositiveDuration = Field(
+        default=timedelta(hours=720), description="events older than this are deleted"
+    )
+    retention_runs: PositiveDuration = Field(
+        default=timedelta(hours=24), description="alert_runs bookkeeping rows older than this are deleted"
+    )
+    retention_interval: PositiveDuration = Field(default=timedelta(minutes=10), description="how often retention runs")
 
     @model_validator(mode="after")
     def _opensearch_needs_url(self) -> EngineSettings:
@@ -109,8 +95,3 @@ class EngineSettings(BaseSettings):
         if self.opensearch_ca_file is not None:
             options["ca_certs"] = str(self.opensearch_ca_file)
         return options
-
-    def duration(self, name: str) -> timedelta:
-        value = getattr(self, name)
-        assert isinstance(value, str)
-        return _duration(value)

@@ -79,10 +79,10 @@ class EngineRuntime:
             event_sink=event_sink,
             config=SchedulerConfig(
                 workers=settings.workers_for(engine.dialect.name),
-                lease_ttl=settings.duration("scheduler_lease_ttl"),
+                lease_ttl=settings.scheduler_lease_ttl,
                 max_catchup=settings.scheduler_max_catchup,
-                backoff_initial=settings.duration("scheduler_backoff_initial"),
-                backoff_max=settings.duration("scheduler_backoff_max"),
+                backoff_initial=settings.scheduler_backoff_initial,
+                backoff_max=settings.scheduler_backoff_max,
                 bucket_cap=settings.bucket_cap,
             ),
             metrics=self.metrics,
@@ -91,10 +91,10 @@ class EngineRuntime:
             engine=engine,
             log_store=self.sql_logs,
             events=self.sql_events,
-            keep_logs=settings.duration("retention_logs"),
-            keep_events=settings.duration("retention_events"),
-            interval=settings.duration("retention_interval"),
-            keep_runs=settings.duration("retention_runs"),
+            keep_logs=settings.retention_logs,
+            keep_events=settings.retention_events,
+            interval=settings.retention_interval,
+            keep_runs=settings.retention_runs,
             clock=utcnow,
         )
 
