@@ -449,6 +449,8 @@ def test_notes_follow_the_evaluator_and_monitoring_values() -> None:
     assert "Grafana dashboards in ConfigMaps labelled grafana_dashboard=1 in namespace monitoring" in full
     default = scenario_notes("default")
     assert "Logs: the embedded store" in default and "No Alertmanager" in default
+    assert "http://policywatch-evaluator.policywatch.svc:8080/datasets/audit/webhook" in default
+    assert "/datasets/audit/webhook" not in full  # logs come from OpenSearch there
     assert "No ServiceMonitor/PodMonitor" in default
     podmonitor = scenario_notes("podmonitor")
     assert "PodMonitors created" in podmonitor
