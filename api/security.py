@@ -1,7 +1,8 @@
 """Bearer-token authorisation, as an app-wide dependency (so every router, present and future, gets it).
 
 Two roles: read (GET, HEAD, OPTIONS) and write (every method; implies read). With no tokens configured
-(the loopback-only default) every request passes. Liveness, metrics and the API description stay open.
+(the loopback-only default) every request passes. Liveness, metrics and the API description stay open
+(metrics need a read token with ``--metrics-auth``: their series name the GlobalAlerts).
 The Alerts page (``/ui``, ``/ui/...``) without a bearer header signs the browser in itself (``api/web/auth.py``:
 a signed cookie session or a trusted proxy's user header), since a browser cannot send a bearer header.
 The token comes as ``Authorization: Bearer TOKEN``, or as the password of ``Authorization: Basic`` (what
@@ -43,7 +44,9 @@ class Unauthorized(ApiError):
 
 async def authorize(request: Request) -> None:
     settings = request.app.state.services.settings
-    if not settings.auth_enabled or request.url.path in OPEN_PATHS:
+    if not settings.auth_enabled:
+        return
+    if request.url.path in OPEN_PATHS and not (settings.metrics_auth and request.url.path == "/metrics"):
         return
     if is_web_path(request.url.path) and "authorization" not in request.headers:
         return  # the page's own sign-in decides (api/web/auth.py); a bearer header is checked as anywhere

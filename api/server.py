@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 1 MiB)")
     parser.add_argument("--no-migrate", action="store_true", help="do not migrate the database at start")
+    parser.add_argument(
+        "--metrics-auth", action="store_true", help="/metrics needs a read token too (its series name the alerts)"
+    )
     parser.add_argument("--trusted-proxy-header", help="Alerts page: user header of an auth proxy (X-Forwarded-User)")
     parser.add_argument("--trusted-proxy-addresses", help="addresses/CIDRs that header is believed from (loopback)")
     parser.add_argument("--trusted-proxy-role", choices=("read", "write"), help="role of proxy users (default read)")
@@ -101,6 +104,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             overrides[name] = value
     if args.no_migrate:
         overrides["migrate"] = False
+    if args.metrics_auth:
+        overrides["metrics_auth"] = True
     return Settings(**overrides)
 
 

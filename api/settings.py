@@ -53,6 +53,9 @@ class Settings(EngineSettings):
         default=timedelta(seconds=30), description="audit log flush interval (lookback warning)"
     )
     migrate: bool = Field(default=True, description="run database migrations at start")
+    metrics_auth: bool = Field(
+        default=False, description="/metrics needs a read token like the API (its series name the GlobalAlerts)"
+    )
     # The Alerts page's sign-in (api/web/): cookie sessions, and optionally an authenticating proxy's user header.
     session_lifetime: PositiveDuration = Field(
         default=timedelta(hours=12), description="how long an Alerts page sign-in lasts"
@@ -126,6 +129,8 @@ class Settings(EngineSettings):
                 f"refusing to listen on {self.host} (off loopback) without bearer tokens: set "
                 "POLICYWATCH_WRITE_TOKENS / POLICYWATCH_READ_TOKENS or --token-file, or listen on 127.0.0.1"
             )
+        if self.metrics_auth and not self.auth_enabled:
+            raise ValueError("--metrics-auth needs tokens (--token-file or POLICYWATCH_READ_TOKENS) to check")
         if self.kubeconfig is not None and self.definitions != "kubernetes":
             raise ValueError("--kubeconfig is read only with --definitions=kubernetes")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
