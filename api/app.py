@@ -22,7 +22,7 @@ from api.faults import install_fault_handlers
 from api.ingest import is_ingest_path
 from api.kube_controller.controller import KubeDefinitions
 from api.metrics import app_registry, http_requests_counter, metrics_router
-from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
+from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, MethodsMiddleware, RequestGuardMiddleware
 from api.routes import alerts, datasets, dryrun, esbulk, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
@@ -129,5 +129,6 @@ def create_app(
         limit_for=lambda path: ingest_max if is_ingest_path(path) else None,
     )
     app.add_middleware(RequestGuardMiddleware)
+    app.add_middleware(MethodsMiddleware)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

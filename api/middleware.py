@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http import render, status_body
@@ -153,3 +154,53 @@ def _nul_in(scope: Scope) -> str | None:
 async def _bad_request(scope: Scope, receive: Receive, send: Send, message: str) -> None:
     response = render(Request(scope), status_body(400, "BadRequest", message), status_code=400)
     await response(scope, receive, send)
+
+
+class MethodsMiddleware:
+    """HTTP method semantics routes do not give by themselves:
+
+    - ``HEAD`` works wherever ``GET`` does: the GET runs, its status and headers (``Content-Length`` included) are
+      sent, its body is not;
+    - a 405's ``Allow`` lists every method of every route at that path, not only those of the first route that
+      matched the path (``/globalalerts`` has a GET and a POST route).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
+        finished = False
+
+        async def method_send(message: Message) -> None:
+            nonlocal finished
+            if finished:
+                return  # a HEAD's body, or a stream after it: never sent
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allowed = _allowed_methods(scope)
+                if allowed:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    message = {**message, "headers": [*headers, (b"allow", ", ".join(allowed).encode())]}
+            elif head and message["type"] == "http.response.body":
+                finished = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(scope, receive, method_send)
+
+
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(scope: Scope) -> list[str]:
+    """The methods some route serves at this path: each asked of the router as a request would be."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    methods = [m for m in _METHODS if any(r.matches({**scope, "method": m})[0] is Match.FULL for r in routes)]
+    if "GET" in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return methods
