@@ -91,6 +91,21 @@ def wants_yaml(request: Request) -> bool:
     return best_yaml > 0 and best_yaml > best_json
 
 
+def acceptable(accept: str) -> bool:
+    """True when ``accept`` (an Accept header) admits JSON or YAML, the only bodies the object API writes; an
+    absent or empty header admits anything."""
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        media = fields[0].lower()
+        if any(f.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000") for f in fields[1:]):
+            continue
+        if media in (JSON_TYPE, *YAML_TYPES, "application/*", "text/*", "*/*", "*"):
+            return True
+    return False
+
+
 def render(
     request: Request,
     data: Any,

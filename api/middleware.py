@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.http import render, status_body
+from api.http import acceptable, render, status_body
 
 
 class HttpMetricsMiddleware:
@@ -156,13 +158,18 @@ async def _bad_request(scope: Scope, receive: Receive, send: Send, message: str)
     await response(scope, receive, send)
 
 
+# Paths whose answers are JSON or YAML objects (the web page, metrics and Elasticsearch endpoints have their own).
+OBJECT_PATHS = ("/globalalerts", "/globalalerttemplates", "/apis", "/api", "/events", "/version")
+
+
 class MethodsMiddleware:
     """HTTP method semantics routes do not give by themselves:
 
     - ``HEAD`` works wherever ``GET`` does: the GET runs, its status and headers (``Content-Length`` included) are
       sent, its body is not;
     - a 405's ``Allow`` lists every method of every route at that path, not only those of the first route that
-      matched the path (``/globalalerts`` has a GET and a POST route).
+      matched the path (``/globalalerts`` has a GET and a POST route);
+    - an ``Accept`` that admits neither JSON nor YAML on the object API gets 406, not a body the client refused.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -172,6 +179,13 @@ class MethodsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if _is_object_path(scope["path"]):
+            accept = Headers(scope=scope).get("accept", "")
+            if not acceptable(accept):
+                message = f"cannot answer in any type Accept names ({accept[:200]}); this API writes application/json"
+                body = status_body(406, "NotAcceptable", message + " or application/yaml")
+                await JSONResponse(body, status_code=406)(scope, receive, send)
+                return
         head = scope["method"] == "HEAD"
         if head:
             scope = {**scope, "method": "GET"}
@@ -192,6 +206,10 @@ class MethodsMiddleware:
             await send(message)
 
         await self.app(scope, receive, method_send)
+
+
+def _is_object_path(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in OBJECT_PATHS)
 
 
 _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")

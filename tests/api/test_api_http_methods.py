@@ -43,3 +43,29 @@ def test_405_allow_lists_every_method_of_the_path(
     listed = {m.strip() for m in response.headers["allow"].split(",")}
     assert allowed <= listed and method not in listed, listed
     assert response.json()["reason"] == "MethodNotAllowed"
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("text/csv", 406),
+        ("application/xml, text/html", 406),
+        ("text/html;q=0.9, application/json;q=0", 406),
+        ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json", 200),  # what kubectl get sends
+        ("application/vnd.kubernetes.protobuf, */*", 200),
+        ("application/yaml", 200),
+        ("", 200),
+    ],
+)
+def test_an_accept_the_api_cannot_serve_is_406(sqlite_client: TestClient, accept: str, status: int) -> None:
+    for path in ("/globalalerts", "/events"):
+        response = sqlite_client.get(path, headers={"accept": accept})
+        assert response.status_code == status, (path, response.text)
+        if status == 406:
+            body = response.json()
+            assert body["reason"] == "NotAcceptable" and "application/json" in body["message"]
+
+
+def test_pages_and_metrics_keep_their_own_types(sqlite_client: TestClient) -> None:
+    assert sqlite_client.get("/ui", headers={"accept": "text/html"}).status_code == 200
+    assert sqlite_client.get("/metrics", headers={"accept": "text/plain"}).status_code == 200
