@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.kube import discovery, openapi
 from api.metrics import http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
 from api.routes import alerts, datasets, dryrun, events, web
@@ -38,6 +39,8 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     dryrun.router,
     web.router,
+    discovery.router,
+    openapi.router,
 ]
 
 

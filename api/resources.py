@@ -45,6 +45,10 @@ class Kind:
     plural: str
     template: bool
 
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
 
 GLOBAL_ALERT = Kind("GlobalAlert", "GlobalAlertList", "globalalerts", template=False)
 GLOBAL_ALERT_TEMPLATE = Kind("GlobalAlertTemplate", "GlobalAlertTemplateList", "globalalerttemplates", template=True)
