@@ -74,7 +74,9 @@ def kube_status(
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        body = kube_status(request, exc.status_code, exc.reason, exc.message, exc.errors)
+        body = kube_status(
+            request, exc.status_code, exc.reason, exc.message, exc.errors, by_kind=exc.reason == "Invalid"
+        )
         return render(request, body, status_code=exc.status_code, headers=exc.headers)
 
     async def spec_invalid(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 from api.http import ApiError
+from evaluator.alerts import FieldError
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -17,10 +18,11 @@ PATCH_TYPES = (MERGE_PATCH, JSON_PATCH)
 
 
 class PatchError(ApiError):
-    """A patch that cannot be applied to the object (422, as kube-apiserver answers)."""
+    """A patch that cannot be applied to the object (422 Invalid, the patch's path as the cause)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(422, "Invalid", message)
+    def __init__(self, message: str, path: list[str] | None = None) -> None:
+        field = ".".join(path) if path else "patch"
+        super().__init__(422, "Invalid", message, errors=[FieldError(field, None, message)])
 
 
 def patch_type(content_type: str | None) -> str:
@@ -80,7 +82,7 @@ def json_patch(document: Any, operations: Any) -> Any:
             result = _add(result, path, value, where)
         elif op == "test":
             if _get(result, path, where) != operation["value"]:
-                raise PatchError(f"{where}: test failed: {operation['path']} is not {operation['value']!r}")
+                raise PatchError(f"{where}: test failed: {operation['path']} is not {operation['value']!r}", path)
         else:
             raise ApiError(
                 400, "BadRequest", f"{where}: unknown op {op!r}; valid: add, remove, replace, move, copy, test"
@@ -115,7 +117,7 @@ def _parent(document: Any, path: list[str], where: str) -> Any:
         elif isinstance(node, list):
             node = node[_index(node, token, where, insert=False)]
         else:
-            raise PatchError(f"{where}: /{'/'.join(path)} does not exist")
+            raise PatchError(f"{where}: /{'/'.join(path)} does not exist", path)
     return node
 
 
@@ -127,7 +129,7 @@ def _get(document: Any, path: list[str], where: str) -> Any:
         return parent[path[-1]]
     if isinstance(parent, list):
         return parent[_index(parent, path[-1], where, insert=False)]
-    raise PatchError(f"{where}: /{'/'.join(path)} does not exist")
+    raise PatchError(f"{where}: /{'/'.join(path)} does not exist", path)
 
 
 def _add(document: Any, path: list[str], value: Any, where: str) -> Any:
@@ -139,7 +141,7 @@ def _add(document: Any, path: list[str], value: Any, where: str) -> Any:
     elif isinstance(parent, list):
         parent.insert(_index(parent, path[-1], where, insert=True), value)
     else:
-        raise PatchError(f"{where}: the parent of /{'/'.join(path)} is not an object or array")
+        raise PatchError(f"{where}: the parent of /{'/'.join(path)} is not an object or array", path)
     return document
 
 
@@ -151,4 +153,4 @@ def _remove(document: Any, path: list[str], where: str) -> tuple[Any, Any]:
         return document, parent.pop(path[-1])
     if isinstance(parent, list):
         return document, parent.pop(_index(parent, path[-1], where, insert=False))
-    raise PatchError(f"{where}: /{'/'.join(path)} does not exist")
+    raise PatchError(f"{where}: /{'/'.join(path)} does not exist", path)
