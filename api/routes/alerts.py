@@ -10,7 +10,7 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -108,6 +108,16 @@ def _delete_options(raw: bytes, content_type: str | None) -> tuple[int | None, s
     if uid is not None and not isinstance(uid, str):
         raise ApiError(400, "BadRequest", "preconditions.uid must be the uid string the server returned")
     return (int(version) if version is not None and len(version) < 19 else None), uid
+
+
+async def _read_patch_body(request: Request) -> Any:
+    """The patch document; its Content-Type (the patch type) is checked before the body is decoded."""
+    content_type = request.headers.get("content-type")
+    patches.patch_type(content_type)
+    return decode_body(await request.body(), content_type)
+
+
+PatchBody = Annotated[Any, Depends(_read_patch_body)]
 
 
 def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[BaseModel]) -> APIRouter:
@@ -226,7 +236,7 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
             }
         },
     )
-    def patch_object(request: Request, services: ServicesDep, name: str, raw: ObjectBody) -> Response:
+    def patch_object(request: Request, services: ServicesDep, name: str, raw: PatchBody) -> Response:
         _write_options(request)
         patch_type = patches.patch_type(request.headers.get("content-type"))
         store = services.stores[kind.kind]
