@@ -51,7 +51,7 @@ def kube_status(
 ) -> dict[str, Any]:
     """A Status with ``details``: ``kind`` is the resource's plural, as Kubernetes reports NotFound and
     Conflict, or with ``by_kind`` its Kind, as it reports Invalid."""
-    body = status_body(code, reason, message, errors)
+    body = {**status_body(code, reason, message, errors), "metadata": {}}
     kind = kind or _request_kind(request)
     if name is None:
         path_name = request.path_params.get("name")

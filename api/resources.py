@@ -172,7 +172,8 @@ def parse_object(
 def _resource_version(value: Any, errors: list[FieldError]) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).isdigit():
+    digits = str(value)
+    if isinstance(value, bool) or not isinstance(value, str | int) or not (digits.isascii() and digits.isdigit()):
         errors.append(
             FieldError(
                 "metadata.resourceVersion", _short(value), "must be the resourceVersion string the server returned"

@@ -1,11 +1,10 @@
 """Discovery as kube-apiserver serves it (the legacy, unaggregated format, which client-go falls back to
 when the answer is plain ``application/json``): ``/version``, ``/api``, ``/apis``, the group and the
-group-version's resource list.
+group-version's resource list, shaped as kube-apiserver lists CRDs.
 
-kubectl resolves ``globalalert.projectcalico.org`` from ``singularName`` and ``globalalerts.p`` (a group
-prefix) only through ``shortNames``; so the singular and plural are listed as short names too, which makes
-every alias of the spec (``globalalert[s]``, ``globalalert[s].projectcalico.org``, ``globalalert[s].p``)
-resolve.
+From ``name``, ``singularName`` and the group kubectl resolves every alias of the spec:
+``globalalert[s]``, ``globalalert[s].projectcalico.org`` and ``globalalert[s].p`` (a group prefix). The spec
+names no short names, so none are listed.
 """
 
 from __future__ import annotations
@@ -32,8 +31,6 @@ def api_resource(kind: Kind) -> dict[str, Any]:
         "namespaced": False,
         "kind": kind.kind,
         "verbs": VERBS,
-        "shortNames": [kind.singular, kind.plural],
-        "categories": ["calico"],
     }
 
 

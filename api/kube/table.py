@@ -4,7 +4,6 @@ way kube-apiserver formats them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from api.resources import Kind
 TABLE_API_VERSION = "meta.k8s.io/v1"
 TABLE_VERSIONS = ("v1", "v1beta1")
 INCLUDE_OBJECT = ("None", "Metadata", "Object")
-Clock = Callable[[], datetime]
+_DESCRIPTION = "Custom resource definition column (in JSONPath format): "  # as kube-apiserver describes the CRDs'
 
 
 def wants_table(request: Request) -> bool:
@@ -49,7 +48,7 @@ def _printer_columns(kind: Kind) -> list[dict[str, str]]:
 def columns(kind: Kind) -> list[dict[str, Any]]:
     name = {"name": "Name", "type": "string", "format": "name", "description": "metadata.name", "priority": 0}
     return [name] + [
-        {"name": c["name"], "type": c["type"], "format": "", "description": c["jsonPath"][1:], "priority": 0}
+        {"name": c["name"], "type": c["type"], "format": "", "description": _DESCRIPTION + c["jsonPath"], "priority": 0}
         for c in _printer_columns(kind)
     ]
 
