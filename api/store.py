@@ -105,6 +105,13 @@ class UidConflict(StoreError):
         )
 
 
+class _RolledBack(Exception):
+    """Ends a dry-run write's transaction (rolled back) carrying the object it would have stored."""
+
+    def __init__(self, stored: StoredObject) -> None:
+        self.stored = stored
+
+
 class ObjectStore:
     """Create, read, list, replace and delete objects of one kind.
 
@@ -112,6 +119,7 @@ class ObjectStore:
     (``resource_versions``), which queues writers of both kinds on that row: preconditions are checked
     against the latest committed state, so an unconditional PUT never conflicts, of concurrent DELETEs
     exactly one finds the object, and a DELETE racing a POST of one name is ordered, never an error.
+    ``dry_run`` runs the whole write, checks included, then rolls it back (Kubernetes' ``dryRun=All``).
     """
 
     def __init__(self, engine: Engine, kind: Kind, *, clock: Clock = utc_now) -> None:
@@ -121,8 +129,14 @@ class ObjectStore:
         self.table = OBJECT_TABLES[kind.kind]
         self.clock = clock
 
-    def create(self, *, obj: ObjectIn) -> StoredObject:
+    def create(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
         now = self.clock()
+        try:
+            return self._create(obj, now, dry_run=dry_run)
+        except _RolledBack as done:
+            return done.stored
+
+    def _create(self, obj: ObjectIn, now: datetime, *, dry_run: bool) -> StoredObject:
         with self.engine.begin() as conn:
             version = next_resource_version(conn)
             if conn.execute(select(self.table.c.name).where(self.table.c.name == obj.name)).first() is not None:
@@ -140,6 +154,8 @@ class ObjectStore:
             )
             conn.execute(insert(self.table).values(**_row_values(stored)))
             self._record(conn, "ADDED", stored)
+            if dry_run:
+                raise _RolledBack(stored)
         return stored
 
     def get(self, name: str) -> StoredObject | None:
@@ -185,10 +201,16 @@ class ObjectStore:
         """The store's current resourceVersion (of both kinds: the counter is global)."""
         return current_resource_version(self.reader)
 
-    def replace(self, *, obj: ObjectIn) -> StoredObject:
+    def replace(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
         """Replace labels, annotations and spec. With ``obj.resource_version`` (and ``obj.uid``) the write
         happens only if the object is still at that version (that incarnation), else ``Conflict``; without
         them, the latest wins."""
+        try:
+            return self._replace(obj, dry_run=dry_run)
+        except _RolledBack as done:
+            return done.stored
+
+    def _replace(self, obj: ObjectIn, *, dry_run: bool) -> StoredObject:
         with self.engine.begin() as conn:
             version = next_resource_version(conn)
             row = conn.execute(select(self.table).where(self.table.c.name == obj.name)).first()
@@ -220,9 +242,13 @@ class ObjectStore:
                 )
             )
             self._record(conn, "MODIFIED", new)
+            if dry_run:
+                raise _RolledBack(new)
         return new
 
-    def delete(self, name: str, *, resource_version: int | None = None, uid: str | None = None) -> StoredObject | None:
+    def delete(
+        self, name: str, *, resource_version: int | None = None, uid: str | None = None, dry_run: bool = False
+    ) -> StoredObject | None:
         """Delete ``name`` (if still at ``resource_version`` / of ``uid`` when given); the object as it was,
         at the deletion's resourceVersion, or None when there is none."""
         try:
@@ -238,8 +264,12 @@ class ObjectStore:
                 conn.execute(delete(self.table).where(self.table.c.name == name))
                 gone = replace(current, resource_version=version)
                 self._record(conn, "DELETED", gone)
+                if dry_run:
+                    raise _RolledBack(gone)
         except NotFound:
             return None
+        except _RolledBack as done:
+            return done.stored
         return gone
 
     def _check_preconditions(self, current: StoredObject, *, resource_version: int | None, uid: str | None) -> None:

@@ -141,7 +141,7 @@ FIELD_VALIDATION = _query(
     "fieldValidation", "Strict (the default and the only behaviour): unknown or duplicate fields are refused"
 )
 FIELD_MANAGER = _query("fieldManager", "accepted for compatibility; not recorded")
-DRY_RUN = _query("dryRun", "not supported: refused with 400")
+DRY_RUN = _query("dryRun", "All: check and answer as for a real write, store nothing")
 
 
 def _paths(kind: Kind) -> dict[str, Any]:

@@ -65,22 +65,23 @@ def _render(services: Services, kind: Kind, objects: list[StoredObject]) -> list
     return [render_object(kind, o, statuses.get(o.name)) for o in objects]
 
 
-def _write_options(request: Request) -> None:
+def _dry_run(values: list[str]) -> bool:
+    """``dryRun=All`` (the only value Kubernetes defines): run the write, checks included, store nothing."""
+    if any(v != "All" for v in values):
+        raise ApiError(400, "BadRequest", f"dryRun={values[0] if values else ''!r}: the only dry run is dryRun=All")
+    return bool(values)
+
+
+def _write_options(request: Request) -> bool:
     """Query parameters kubectl sends on writes: ``fieldValidation`` (every value validates strictly:
-    unknown fields are always refused), ``fieldManager`` (accepted), ``dryRun`` (refused: it must not
-    store, and this server has no dry-run write)."""
+    unknown fields are always refused), ``fieldManager`` (accepted, not recorded); whether it is a dry run."""
     params = request.query_params
     validation = params.get("fieldValidation")
     if validation is not None and validation not in FIELD_VALIDATION:
         raise ApiError(
             400, "BadRequest", f"fieldValidation={validation!r}: must be one of {', '.join(FIELD_VALIDATION)}"
         )
-    if params.getlist("dryRun"):
-        raise ApiError(
-            400,
-            "BadRequest",
-            "dryRun is not supported for writes here; run without --dry-run=server (nothing was stored)",
-        )
+    return _dry_run(params.getlist("dryRun"))
 
 
 def _output(request: Request, kind: Kind, objects: list[dict[str, Any]], **list_meta: Any) -> dict[str, Any] | None:
@@ -90,15 +91,16 @@ def _output(request: Request, kind: Kind, objects: list[dict[str, Any]], **list_
     return table.table(kind, objects, include=table.include_object(request), **list_meta)
 
 
-def _delete_options(raw: bytes, content_type: str | None) -> tuple[int | None, str | None]:
-    """``DeleteOptions.preconditions`` (resourceVersion, uid) of a DELETE body, if any."""
+def _delete_options(raw: bytes, content_type: str | None) -> tuple[int | None, str | None, bool]:
+    """``DeleteOptions.preconditions`` (resourceVersion, uid) of a DELETE body, if any, and its ``dryRun``."""
     if not raw.strip():
-        return None, None
+        return None, None, False
     options = decode_body(raw, content_type)
     if not isinstance(options, dict):
         raise ApiError(400, "BadRequest", "a DELETE body must be DeleteOptions (an object)")
-    if options.get("dryRun"):
-        raise ApiError(400, "BadRequest", "dryRun is not supported for writes here (nothing was deleted)")
+    dry_run = options.get("dryRun") or []
+    if not isinstance(dry_run, list) or not all(isinstance(v, str) for v in dry_run):
+        raise ApiError(400, "BadRequest", 'DeleteOptions.dryRun must be a list: ["All"]')
     preconditions = options.get("preconditions") or {}
     if not isinstance(preconditions, dict):
         raise ApiError(400, "BadRequest", "DeleteOptions.preconditions must be an object {uid, resourceVersion}")
@@ -107,7 +109,7 @@ def _delete_options(raw: bytes, content_type: str | None) -> tuple[int | None, s
         raise ApiError(400, "BadRequest", "preconditions.resourceVersion must be the string the server returned")
     if uid is not None and not isinstance(uid, str):
         raise ApiError(400, "BadRequest", "preconditions.uid must be the uid string the server returned")
-    return (int(version) if version is not None and len(version) < 19 else None), uid
+    return (int(version) if version is not None and len(version) < 19 else None), uid, _dry_run(dry_run)
 
 
 async def _read_patch_body(request: Request) -> Any:
@@ -189,9 +191,9 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         openapi_extra=body,
     )
     def create_object(request: Request, services: ServicesDep, raw: ObjectBody) -> Response:
-        _write_options(request)
+        dry_run = _write_options(request)
         obj = parse_object(raw, kind=kind, catalog=services.catalog, flush_intervals=services.flush_intervals)
-        stored = services.stores[kind.kind].create(obj=obj)
+        stored = services.stores[kind.kind].create(obj=obj, dry_run=dry_run)
         return render(request, render_object(kind, stored), status_code=201, warnings=obj.warnings)
 
     @router.get(
@@ -217,11 +219,11 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         openapi_extra=body,
     )
     def replace_object(request: Request, services: ServicesDep, name: str, raw: ObjectBody) -> Response:
-        _write_options(request)
+        dry_run = _write_options(request)
         obj = parse_object(
             raw, kind=kind, path_name=name, catalog=services.catalog, flush_intervals=services.flush_intervals
         )
-        stored = services.stores[kind.kind].replace(obj=obj)
+        stored = services.stores[kind.kind].replace(obj=obj, dry_run=dry_run)
         return render(request, _render(services, kind, [stored])[0], warnings=obj.warnings)
 
     @router.patch(
@@ -237,7 +239,7 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         },
     )
     def patch_object(request: Request, services: ServicesDep, name: str, raw: PatchBody) -> Response:
-        _write_options(request)
+        dry_run = _write_options(request)
         patch_type = patches.patch_type(request.headers.get("content-type"))
         store = services.stores[kind.kind]
         for attempt in range(PATCH_RETRIES):
@@ -257,7 +259,7 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
                 patched, kind=kind, path_name=name, catalog=services.catalog, flush_intervals=services.flush_intervals
             )
             try:
-                stored = store.replace(obj=obj)
+                stored = store.replace(obj=obj, dry_run=dry_run)
             except Conflict:
                 # a version the patch itself names is the client's precondition; else the object moved
                 # between our read and write: patch the newer object, as kube-apiserver does
@@ -274,12 +276,13 @@ def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[Ba
         responses={**item, **error_responses(404, 409)},
     )
     async def delete_object(request: Request, services: ServicesDep, name: str) -> Response:
-        if request.query_params.getlist("dryRun"):
-            raise ApiError(400, "BadRequest", "dryRun is not supported for writes here (nothing was deleted)")
-        version, uid = _delete_options(await request.body(), request.headers.get("content-type"))
+        dry_run = _dry_run(request.query_params.getlist("dryRun"))
+        version, uid, dry_body = _delete_options(await request.body(), request.headers.get("content-type"))
         store = services.stores[kind.kind]
         stored = (
-            await run_in_threadpool(lambda: store.delete(name, resource_version=version, uid=uid))
+            await run_in_threadpool(
+                lambda: store.delete(name, resource_version=version, uid=uid, dry_run=dry_run or dry_body)
+            )
             if not validate_name(name)
             else None
         )

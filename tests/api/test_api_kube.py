@@ -281,16 +281,29 @@ def test_status_details(client: TestClient) -> None:
     assert bad_query["reason"] == "BadRequest" and bad_query["details"]["causes"][0]["field"] == "query.limit"
 
 
-def test_dry_run_is_refused_and_stores_nothing(client: TestClient) -> None:
-    refused = client.post("/globalalerts?dryRun=All", json=alert())
-    assert refused.status_code == 400 and "dryRun" in refused.json()["message"]
+def test_dry_run_checks_everything_and_stores_nothing(client: TestClient) -> None:
+    before = client.get("/globalalerts").json()["metadata"]["resourceVersion"]
+    created = client.post("/globalalerts?dryRun=All", json=alert())
+    assert created.status_code == 201 and created.json()["metadata"]["name"] == "ssh-deny"
     assert client.get("/globalalerts/ssh-deny").status_code == 404
+    assert client.post("/globalalerts?dryRun=All", json=alert(severity=0)).status_code == 422
     client.post("/globalalerts", json=alert())
-    assert client.put("/globalalerts/ssh-deny?dryRun=All", json=alert(severity=1)).status_code == 400
-    assert client.delete("/globalalerts/ssh-deny?dryRun=All").status_code == 400
-    assert client.get("/globalalerts/ssh-deny").json()["spec"]["severity"] == 80
-    bad = client.post("/globalalerts?fieldValidation=Loose", json=alert("other"))
-    assert bad.status_code == 400 and "fieldValidation" in bad.json()["message"]
+    stored = client.get("/globalalerts").json()["metadata"]["resourceVersion"]
+    assert int(stored) == int(before) + 1  # the dry runs drew no version
+    assert client.post("/globalalerts?dryRun=All", json=alert()).status_code == 409
+    replaced = client.put("/globalalerts/ssh-deny?dryRun=All", json=alert(severity=1))
+    assert replaced.status_code == 200 and replaced.json()["spec"]["severity"] == 1
+    patched = client.patch("/globalalerts/ssh-deny?dryRun=All", content='{"spec":{"severity":2}}', headers=MERGE)
+    assert patched.status_code == 200 and patched.json()["spec"]["severity"] == 2
+    assert client.delete("/globalalerts/ssh-deny?dryRun=All").status_code == 200
+    body = json.dumps({"dryRun": ["All"]})
+    assert client.request("DELETE", "/globalalerts/ssh-deny", content=body).status_code == 200
+    current = client.get("/globalalerts/ssh-deny").json()
+    assert current["spec"]["severity"] == 80 and current["metadata"]["resourceVersion"] == stored
+    for bad in ("/globalalerts?dryRun=Some", "/globalalerts?fieldValidation=Loose"):
+        refused = client.post(bad, json=alert("other"))
+        assert refused.status_code == 400 and bad.split("?")[1].split("=")[0] in refused.json()["message"]
+    assert client.get("/globalalerts/other").status_code == 404
 
 
 def test_delete_options_preconditions(client: TestClient) -> None:

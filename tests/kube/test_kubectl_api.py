@@ -259,6 +259,20 @@ def test_edit(kubectl: Kubectl, tmp_path: Path, kind: str, alias: str) -> None:
     kubectl("delete", kind.lower(), name)
 
 
+def test_server_dry_run_and_diff(kubectl: Kubectl) -> None:
+    dry = kubectl("apply", "--dry-run=server", "-f", "-", input_text=manifest("GlobalAlert", "dry", severity=20))
+    assert dry.stdout.strip() == "globalalert.projectcalico.org/dry created (server dry run)"
+    assert kubectl("get", "globalalert", "dry", check=False).returncode == 1
+    kubectl("apply", "-f", "-", input_text=manifest("GlobalAlert", "dry", severity=20))
+    same = kubectl("diff", "-f", "-", input_text=manifest("GlobalAlert", "dry", severity=20), check=False)
+    assert same.returncode == 0 and same.stdout == ""
+    changed = kubectl("diff", "-f", "-", input_text=manifest("GlobalAlert", "dry", severity=21), check=False)
+    assert changed.returncode == 1 and "-  severity: 20\n+  severity: 21" in changed.stdout
+    kubectl("delete", "globalalert", "dry", "--dry-run=server")
+    assert json.loads(kubectl("get", "globalalert", "dry", "-o", "json").stdout)["spec"]["severity"] == 20
+    kubectl("delete", "globalalert", "dry")
+
+
 def test_patch_types(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", "-", input_text=manifest("GlobalAlert", "patched"))
     kubectl("patch", "globalalert", "patched", "--type=merge", "-p", '{"spec":{"severity":7}}')
