@@ -109,7 +109,9 @@ def _delete_options(raw: bytes, content_type: str | None) -> tuple[int | None, s
         raise ApiError(400, "BadRequest", "preconditions.resourceVersion must be the string the server returned")
     if uid is not None and not isinstance(uid, str):
         raise ApiError(400, "BadRequest", "preconditions.uid must be the uid string the server returned")
-    return (int(version) if version is not None and len(version) < 19 else None), uid, _dry_run(dry_run)
+    if version is not None:  # a version this server never issued fails the precondition, never passes it
+        return (int(version) if len(version) < 19 else -1), uid, _dry_run(dry_run)
+    return None, uid, _dry_run(dry_run)
 
 
 async def _read_patch_body(request: Request) -> Any:
@@ -123,7 +125,7 @@ PatchBody = Annotated[Any, Depends(_read_patch_body)]
 
 
 def resource_router(kind: Kind, item_model: type[BaseModel], list_model: type[BaseModel]) -> APIRouter:
-    """The five operations on ``/{plural}`` for one kind."""
+    """List (and watch), create, read, replace, patch and delete on ``/{plural}`` for one kind."""
     router = APIRouter(prefix=f"/{kind.plural}", tags=[kind.kind])
     item: dict[int | str, dict[str, Any]] = {200: {"description": kind.kind, "content": body_content(item_model)}}
     body = {"requestBody": {"required": True, "content": body_content(item_model)}}

@@ -162,3 +162,9 @@ def test_migration_renumbers_existing_objects(tmp_path: Path) -> None:
         assert created.resource_version == 6
     finally:
         engine.dispose()
+
+
+def test_unconditional_puts_over_http(client: TestClient) -> None:
+    client.post("/globalalerts", json=alert())
+    codes = _together(16, lambda i: client.put("/globalalerts/ssh-deny", json=alert(severity=i + 1)).status_code)
+    assert codes == [200] * 16
