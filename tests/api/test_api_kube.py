@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from api import store as store_module
+from api.kube import watch as watch_module
 from api.kube.patch import json_patch, merge_patch
 from api.kube.table import human_duration
 from api.store import VERSIONS_TABLE, SqlAlertRepository
@@ -320,3 +321,15 @@ def test_delete_options_preconditions(client: TestClient) -> None:
                    "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}})  # fmt: skip
     assert done.status_code == 200 and done.json()["metadata"]["name"] == "ssh-deny"
     assert client.get("/globalalerts/ssh-deny").status_code == 404
+
+
+def test_watch_bounds_and_bookmarks(sqlite_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    version = sqlite_client.post("/globalalerts", json=alert()).json()["metadata"]["resourceVersion"]
+    monkeypatch.setattr(watch_module, "BOOKMARK_EVERY_S", 0.0)
+    events = _watch(sqlite_client, resourceVersion=version, allowWatchBookmarks="true")
+    assert events and {e["type"] for e in events} == {"BOOKMARK"}
+    assert events[0]["object"]["metadata"]["resourceVersion"] == version
+    assert sqlite_client.app.state.watch_slots.active == 0  # type: ignore[attr-defined]  # every ended watch freed
+    monkeypatch.setattr(watch_module, "MAX_WATCHES", 0)
+    busy = sqlite_client.get("/globalalerts", params={"watch": "true"})
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "5" and busy.json()["reason"] == "TooManyRequests"
