@@ -1,6 +1,7 @@
-"""The Kubernetes conventions of the API (issue 10 way 1, issue 17 item 8's Status bodies), over HTTP on
-SQLite and PostgreSQL: discovery, OpenAPI v3, Table, PATCH, selectors, watch, DeleteOptions, dryRun and
-``metav1.Status`` details. kubectl itself drives them in tests/kube/test_kubectl_api.py."""
+"""The Kubernetes conventions of the API (issue 10 way 1, issue 17 item 8's Status bodies), over HTTP:
+discovery, OpenAPI v3, Table, PATCH, selectors, watch, DeleteOptions, dryRun and ``metav1.Status``
+details; what touches the store on SQLite and PostgreSQL, the rest on SQLite. kubectl itself drives them
+in tests/kube/test_kubectl_api.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from api import store as store_module
 from api.kube import watch as watch_module
@@ -28,7 +28,8 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
 
-def test_discovery(client: TestClient) -> None:
+def test_discovery(sqlite_client: TestClient) -> None:
+    client = sqlite_client
     assert client.get("/api").json() == {"kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": []}
     groups = client.get("/apis").json()
     assert groups["kind"] == "APIGroupList"
@@ -52,7 +53,8 @@ def test_discovery(client: TestClient) -> None:
     assert version["major"] == "1" and version["gitVersion"].startswith("v1.33.0+policywatch")
 
 
-def test_openapi_v3(client: TestClient) -> None:
+def test_openapi_v3(sqlite_client: TestClient) -> None:
+    client = sqlite_client
     index = client.get("/openapi/v3").json()
     url = index["paths"]["apis/projectcalico.org/v3"]["serverRelativeURL"]
     document = client.get(url).json()
@@ -74,11 +76,13 @@ def test_openapi_v3(client: TestClient) -> None:
     assert set(patch["requestBody"]["content"]) == {"application/merge-patch+json", "application/json-patch+json"}
 
 
-def test_table(client: TestClient, engine_for: Engine) -> None:
+def test_table(sqlite_client: TestClient) -> None:
+    client = sqlite_client
+    engine = client.app.state.services.engine  # type: ignore[attr-defined]
     client.post("/globalalerts", json=alert("b-alert"))
     client.post("/globalalerts", json=alert("a-alert", severity=5))
     executed = datetime.now(UTC) - timedelta(minutes=3)
-    SqlAlertRepository(engine_for).write_status(
+    SqlAlertRepository(engine).write_status(
         "a-alert", AlertStatus(active=True, healthy=True, executionState="Succeeded", lastExecuted=executed)
     )
     listed = client.get(f"{API}/globalalerts", headers={"Accept": TABLE}).json()
@@ -183,7 +187,8 @@ def test_patch_documents() -> None:
     assert json_patch(document, [{"op": "remove", "path": "/foo/0"}]) == {"foo": []} and document == {"foo": ["bar"]}
 
 
-def test_selectors(client: TestClient) -> None:
+def test_selectors(sqlite_client: TestClient) -> None:
+    client = sqlite_client
     for name, labels in (("a", {"team": "net", "tier": "1"}), ("b", {"team": "sec"}), ("c", {})):
         body = alert(name)
         body["metadata"]["labels"] = labels
@@ -264,7 +269,8 @@ def test_watch_from_a_pruned_version_expires(sqlite_client: TestClient, monkeypa
     assert _watch(client, resourceVersion=str(compacted - 1))[0]["type"] == "ERROR"
 
 
-def test_status_details(client: TestClient) -> None:
+def test_status_details(sqlite_client: TestClient) -> None:
+    client = sqlite_client
     missing = client.get(f"{API}/globalalerttemplates/nope").json()
     assert missing["reason"] == "NotFound" and missing["code"] == 404
     assert missing["details"] == {"name": "nope", "group": "projectcalico.org", "kind": "globalalerttemplates"}
