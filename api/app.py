@@ -11,20 +11,26 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from api import health
 from api.db import make_engine
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.faults import install_fault_handlers
+from api.ingest import is_ingest_path
 from api.kube import discovery, openapi
-from api.metrics import http_requests_counter, metrics_router
-from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
-from api.routes import alerts, datasets, dryrun, events, web
+from api.kube_controller.controller import KubeDefinitions
+from api.metrics import app_registry, http_requests_counter, metrics_router
+from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, RequestGuardMiddleware
+from api.routes import alerts, datasets, dryrun, esbulk, events, web
 from api.schemas import document_bad_request
 from api.security import authorize
 from api.settings import Settings
+from api.store import SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
+from evaluator.engine.runtime import EngineRuntime
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -39,6 +45,7 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     dryrun.router,
     web.router,
+    esbulk.router,
     discovery.router,
     openapi.router,
 ]
@@ -57,7 +64,8 @@ ServiceFactory = Callable[[Services], Sequence[Service]]
 
 def default_services(services: Services) -> list[Service]:
     """The services ``policywatch-evaluator`` runs beside the API (one line each)."""
-    return [*services.runtime.services()]
+    kube: list[Service] = [services.kube] if services.kube else []  # lists the cluster's alerts before the scheduler
+    return [*kube, *services.runtime.services()]
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -75,14 +83,20 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     catalog: QueryCatalog = DEFAULT_CATALOG,
     service_factory: ServiceFactory = default_services,
 ) -> FastAPI:
     settings = settings or Settings()
     owns_engine = engine is None
-    engine = engine or make_engine(settings.database_url)
-    shared = Services(settings=settings, engine=engine, catalog=catalog)
+    engine = engine or make_engine(settings.database_url, **settings.engine_options())
+    registry = registry if registry is not None else app_registry()
+    kube = None
+    if settings.definitions == "kubernetes":  # the cluster's custom resources are the alerts the engine runs
+        kube = KubeDefinitions.connect(settings.kubeconfig, catalog=catalog, flush_intervals=settings.flush_intervals())
+    repository = kube.repository if kube else SqlAlertRepository(engine)
+    runtime = EngineRuntime(engine, repository, settings=settings, registry=registry)
+    shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog, kube=kube)
     background = list(service_factory(shared))
 
     @contextlib.asynccontextmanager
@@ -113,14 +127,18 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(metrics_router(registry))
-
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health.router)
 
     install_error_handlers(app)
+    install_fault_handlers(app)
     _document_errors(app)
     # Added innermost first: the body limit, then metrics outermost (it sees every response).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    ingest_max = settings.ingest_max_bytes
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        limit_for=lambda path: ingest_max if is_ingest_path(path) else None,
+    )
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware, counter=http_requests_counter(registry), prefixes=("", API_PREFIX))
     return app

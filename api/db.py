@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 import migrations
@@ -18,16 +19,26 @@ SQLITE_BUSY_TIMEOUT_S = 15
 MIGRATION_LOCK_KEY = 0x706F6C6963790001  # "policy" + 1: this application's advisory lock
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, lock_timeout: float | None = None, pool_timeout: float | None = None, **kwargs: Any
+) -> Engine:
     """An engine with the settings policywatch needs: SQLite with foreign keys on, WAL and a busy
-    timeout (so a status write waiting for a spec write does not fail at once)."""
+    timeout (so a status write waiting for a spec write does not fail at once).
+
+    ``lock_timeout`` (seconds) bounds how long a statement waits for a lock another connection holds
+    (SQLite's busy timeout, PostgreSQL's ``lock_timeout``): past it the request fails with a database
+    error that the API answers 503, instead of holding a connection and a thread for as long as the lock.
+    ``pool_timeout`` (seconds) bounds the wait for a free pooled connection (also answered 503).
+    """
     parsed = make_url(url)
+    memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if pool_timeout is not None and not memory and "poolclass" not in kwargs:
+        kwargs.setdefault("pool_timeout", pool_timeout)
     if parsed.get_backend_name() == "sqlite":
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("check_same_thread", False)
-        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S if lock_timeout is None else lock_timeout)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
-        memory = parsed.database in (None, "", ":memory:")
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,7 +50,44 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if lock_timeout is not None and parsed.get_backend_name() == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        options = connect_args.get("options", "")
+        connect_args["options"] = f"{options} -c lock_timeout={max(1, round(lock_timeout * 1000))}".strip()
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
+
+
+class ReadOnlyDatabase(Exception):
+    """The database answers reads but refuses writes (a read-only file, directory or connection)."""
+
+
+def check_writable(url: str) -> None:
+    """Refuse a SQLite database this process cannot write, at start: otherwise reads are served and every
+    write is a 503 "retry later" that no retry can cure. The probe writes a row's value back in a
+    transaction that is rolled back, so nothing changes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                connection.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+    except OperationalError as exc:
+        reason = str(exc.orig or exc)
+        if "readonly" in reason or "read-only" in reason or "unable to open" in reason:
+            raise ReadOnlyDatabase(
+                f"the SQLite database {parsed.database} is read-only for this process ({reason}): make the file "
+                "and its directory writable (WAL needs its -wal and -shm files beside it), or point "
+                "--database-url at a writable file"
+            ) from None
+        raise
+    finally:
+        engine.dispose()
 
 
 def alembic_config(url: str) -> Config:

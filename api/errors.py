@@ -136,6 +136,7 @@ def install_error_handlers(app: FastAPI) -> None:
             request,
             status_body(500, "InternalError", f"internal error ({type(exc).__name__}); see the server log"),
             status_code=500,
+            headers={"Connection": "close"},  # the server drops the connection after an unhandled error
         )
 
     app.add_exception_handler(ApiError, api_error)

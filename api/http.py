@@ -4,6 +4,7 @@ Accept asks), and the one error shape every failure uses (a Kubernetes-like ``St
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,13 @@ from evaluator.alerts import FieldError, SpecWarning
 JSON_TYPE = "application/json"
 YAML_TYPE = "application/yaml"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+RETRY_AFTER_S = 5  # seconds a client is asked to wait after a 503 (the database busy or away)
+# What drivers put in their messages about the server: never shown to clients (logged instead).
+_DB_DETAILS = re.compile(
+    r"""(?:server\s+at\s+"[^"]*"(?:\s*\([^)]*\))?|port\s+\d+|(?:user|role|database)\s+"[^"]*"|"""
+    r"""(?:host|hostaddr|user|dbname|port)=\S+|postgres(?:ql)?(?:\+\w+)?://\S+)""",
+    re.IGNORECASE,
+)
 
 
 class ApiError(Exception):
@@ -30,12 +38,21 @@ class ApiError(Exception):
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        if status_code == 503:
+            # A 503 is always "retry later", and its cause's text (a driver's message) may name the database.
+            message = redact_db_details(message)
+            headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
         super().__init__(message)
         self.status_code = status_code
         self.reason = reason
         self.message = message
         self.errors = errors or []
         self.headers = headers or {}
+
+
+def redact_db_details(message: str) -> str:
+    """``message`` without database hosts, ports, users and URLs (``connection to server at "db" ... user "x"``)."""
+    return _DB_DETAILS.sub("[redacted]", message)
 
 
 def status_body(status_code: int, reason: str, message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:

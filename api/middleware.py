@@ -1,15 +1,19 @@
-"""ASGI middleware of the evaluator: request metrics and the request body limit.
+"""ASGI middleware of the evaluator: request metrics, the request body limit and the request guard.
 
 Pure ASGI (no BaseHTTPMiddleware) so that streaming and lifespan pass through untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.http import render, status_body
 
 
 class HttpMetricsMiddleware:
@@ -65,17 +69,22 @@ class BodyLimitMiddleware:
     """413 for bodies over ``max_bytes``, by Content-Length or while a chunked body streams in.
 
     The check runs when the application reads the body, so the error goes through the app's handlers
-    (JSON or YAML Status, counted under its route).
+    (JSON or YAML Status, counted under its route). ``limit_for(path)`` may give some paths (bulk
+    ingest) another limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, limit_for: Callable[[str], int | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.limit_for is not None:
+            limit = self.limit_for(str(scope["path"])) or limit
         declared: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -87,13 +96,60 @@ class BodyLimitMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared is not None and declared > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class RequestGuardMiddleware:
+    """What no route should have to check, answered before any route runs or after any fails:
+
+    - a NUL character in the path or query (``%00``): 400 naming the parameter (PostgreSQL cannot even
+      compare such a string, so it would fail deep in a query);
+    - every 5xx response says ``Connection: close``: the server drops a connection after an unhandled error,
+      and a client told so opens a new one instead of failing its next request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = _nul_in(scope)
+        if where is not None:
+            await _bad_request(scope, receive, send, f"{where} contains a NUL character (%00); remove it")
+            return
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and int(message["status"]) >= 500:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing_send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in str(scope.get("path", "")):
+        return "the path"
+    query = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in value or "\x00" in name:
+            return f"query parameter {name.replace(chr(0), '')!r}"
+    return None
+
+
+async def _bad_request(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+    response = render(Request(scope), status_body(400, "BadRequest", message), status_code=400)
+    await response(scope, receive, send)

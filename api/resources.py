@@ -24,6 +24,7 @@ from evaluator.alerts import (
     validate_name,
     validate_spec,
 )
+from evaluator.events import rfc3339
 
 GROUP = "projectcalico.org"
 VERSION = "v3"
@@ -221,17 +222,13 @@ def _short(value: Any) -> Any:
     return value
 
 
-def rfc3339(value: datetime) -> str:
-    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def render_object(kind: Kind, stored: StoredObject, status: AlertStatus | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": stored.name,
         "uid": stored.uid,
         "resourceVersion": str(stored.resource_version),
         "generation": stored.generation,
-        "creationTimestamp": rfc3339(stored.created),
+        "creationTimestamp": rfc3339(stored.created, timespec="seconds"),
     }
     if stored.labels:
         metadata["labels"] = dict(stored.labels)

@@ -18,8 +18,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
-from api.db import migrate
-from api.settings import Settings
+from api.db import ReadOnlyDatabase, check_writable, migrate
+from api.kube_controller.client import ConfigError
+from api.settings import Settings, check_resolvable
 
 log = logging.getLogger("policywatch.evaluator")
 
@@ -38,6 +39,12 @@ OVERRIDES = (
     "log_store",
     "event_store",
     "opensearch_url",
+    "trusted_proxy_header",
+    "trusted_proxy_addresses",
+    "trusted_proxy_role",
+    "session_lifetime",
+    "definitions",
+    "kubeconfig",
 )
 
 
@@ -54,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 1 MiB)")
     parser.add_argument("--no-migrate", action="store_true", help="do not migrate the database at start")
+    parser.add_argument("--trusted-proxy-header", help="Alerts page: user header of an auth proxy (X-Forwarded-User)")
+    parser.add_argument("--trusted-proxy-addresses", help="addresses/CIDRs that header is believed from (loopback)")
+    parser.add_argument("--trusted-proxy-role", choices=("read", "write"), help="role of proxy users (default read)")
+    parser.add_argument("--session-lifetime", help="Alerts page sign-in lifetime, a duration (default 12h)")
     engine = parser.add_argument_group("alert engine")
     engine.add_argument(
         "--scheduler",
@@ -66,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--log-store", choices=STORES, help="where flow/dns/audit logs are read (default sql)")
     engine.add_argument("--event-store", choices=STORES, help="where events are written and read (default sql)")
     engine.add_argument("--opensearch-url", help="OpenSearch URL, e.g. https://opensearch:9200")
+    kube = parser.add_argument_group("kubernetes")
+    kube.add_argument(
+        "--definitions",
+        choices=("database", "kubernetes"),
+        help="where GlobalAlerts live: the database (default, REST CRUD) or the cluster's "
+        "globalalerts.projectcalico.org custom resources (listed, watched, status written back; REST reads only)",
+    )
+    kube.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="with --definitions=kubernetes (default: the Pod's ServiceAccount, else $KUBECONFIG)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -84,12 +107,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # httpx logs every request (the watch, each status write) at info
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"]) or "settings"
-            print(f"policywatch-evaluator: {where}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"policywatch-evaluator: {where}: {message}", file=sys.stderr)
+        return 2
+    try:
+        check_resolvable(settings.host)
+    except ValueError as exc:
+        print(f"policywatch-evaluator: host: {exc}", file=sys.stderr)
         return 2
     if settings.migrate:
         try:
@@ -97,9 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # any driver error: say which database and why, then stop
             print(f"policywatch-evaluator: cannot migrate {_safe_url(settings.database_url)}: {exc}", file=sys.stderr)
             return 1
-    app = create_app(settings)
+    try:
+        check_writable(settings.database_url)
+    except ReadOnlyDatabase as exc:
+        print(f"policywatch-evaluator: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:  # --definitions=kubernetes without a usable cluster configuration
+        print(f"policywatch-evaluator: {exc}", file=sys.stderr)
+        return 2
     scheme = "https" if settings.tls_cert_file else "http"
-    log.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("serving on %s://%s:%d", scheme, shown, settings.port)
     uvicorn.run(
         app,
         host=settings.host,

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from evaluator.durations import DurationError, parse_go_duration
 from evaluator.engine.config import EngineSettings
+from evaluator.engine.ingest import DEFAULT_INDEX_PATTERNS, IndexPatterns
 
 MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
@@ -44,6 +47,27 @@ class Settings(EngineSettings):
     dns_logs_flush_interval: str = Field(default="5m", description="Felix dnsLogsFlushInterval (lookback warning)")
     audit_logs_flush_interval: str = Field(default="30s", description="audit log flush interval (lookback warning)")
     migrate: bool = Field(default=True, description="run database migrations at start")
+    # The Alerts page's sign-in (api/web/): cookie sessions, and optionally an authenticating proxy's user header.
+    session_lifetime: str = Field(default="12h", description="how long an Alerts page sign-in lasts")
+    trusted_proxy_header: str | None = Field(default=None, description="e.g. X-Forwarded-User (oauth2-proxy)")
+    trusted_proxy_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("127.0.0.1/32", "::1/128"), description="addresses (CIDR) whose trusted_proxy_header is believed"
+    )
+    trusted_proxy_role: Literal["read", "write"] = Field(default="read", description="role of proxy-named users")
+    database_lock_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a database lock before a 503"
+    )
+    database_pool_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request waits for a free database connection before a 503"
+    )
+    ingest_max_bytes: int = Field(default=32 * MIB, ge=1024, description="bulk bodies (decompressed) over this: 413")
+    ingest_indices: str = Field(default=DEFAULT_INDEX_PATTERNS, description="/_bulk index GLOB=DATASET patterns")
+    ingest_concurrency: int = Field(default=4, ge=1, le=64, description="bulk requests stored at once (more wait)")
+    ingest_wait: float = Field(default=10.0, gt=0, le=600, description="seconds a bulk request waits, then 429")
+    definitions: Literal["database", "kubernetes"] = Field(
+        default="database", description="where GlobalAlerts live: the database, or the cluster's custom resources"
+    )
+    kubeconfig: Path | None = Field(default=None, description="with definitions=kubernetes (default: in-cluster)")
 
     @field_validator("read_tokens", "write_tokens", mode="before")
     @classmethod
@@ -51,6 +75,35 @@ class Settings(EngineSettings):
         if isinstance(value, str):
             # Commas or any whitespace: a Kubernetes Secret often ends with a newline, or lists one per line.
             return tuple(t for t in re.split(r"[,\s]+", value) if t)
+        return value
+
+    @field_validator("trusted_proxy_addresses", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(t for t in re.split(r"[,\s]+", value) if t)
+        if isinstance(value, tuple | list):
+            for network in value:
+                try:
+                    ipaddress.ip_network(str(network), strict=False)
+                except ValueError:
+                    raise ValueError(f"trusted proxy address {network!r}: expected an address or CIDR") from None
+        return value
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _lifetime(cls, value: str) -> str:
+        return cls._check_duration(value)  # the engine's rule for its durations: positive, Go syntax
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return listen_address(value)
+
+    @field_validator("ingest_indices")
+    @classmethod
+    def _index_patterns(cls, value: str) -> str:
+        IndexPatterns(value)
         return value
 
     @field_validator("flow_logs_flush_interval", "dns_logs_flush_interval", "audit_logs_flush_interval")
@@ -81,16 +134,24 @@ class Settings(EngineSettings):
                 f"refusing to listen on {self.host} (off loopback) without bearer tokens: set "
                 "POLICYWATCH_WRITE_TOKENS / POLICYWATCH_READ_TOKENS or --token-file, or listen on 127.0.0.1"
             )
+        if self.kubeconfig is not None and self.definitions != "kubernetes":
+            raise ValueError("--kubeconfig is read only with --definitions=kubernetes")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS needs both --tls-cert-file and --tls-key-file")
         for path in (self.tls_cert_file, self.tls_key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            check_tls_pair(self.tls_cert_file, self.tls_key_file)
         return self
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.read_tokens or self.write_tokens)
+
+    def engine_options(self) -> dict[str, float]:
+        """Keyword arguments of ``api.db.make_engine`` for the API's database."""
+        return {"lock_timeout": self.database_lock_timeout, "pool_timeout": self.database_pool_timeout}
 
     def flush_intervals(self) -> dict[str, timedelta]:
         return {
@@ -98,6 +159,63 @@ class Settings(EngineSettings):
             "dns": parse_go_duration(self.dns_logs_flush_interval),
             "audit": parse_go_duration(self.audit_logs_flush_interval),
         }
+
+
+def listen_address(host: str) -> str:
+    """``host`` as the server binds it: ``[::1]`` (URL form) is ``::1``."""
+    address = host.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not address:
+        raise ValueError("an empty address; use e.g. 127.0.0.1, ::1 or 0.0.0.0")
+    return address
+
+
+def check_resolvable(host: str) -> None:
+    """A name to listen on must resolve (checked at start, before migrating: not in ``Settings``, which
+    tests build for names this machine may not resolve)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(
+            f"cannot listen on {host!r}: not an IP address, and the name does not resolve ({exc}); "
+            "use e.g. 127.0.0.1, ::1 or 0.0.0.0"
+        ) from None
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """Load the certificate and key as the server will, so a bad pair is one line at start, not a
+    traceback after migrating and announcing HTTPS."""
+    try:
+        cert_text = cert.read_text(encoding="utf-8", errors="replace")
+        key_text = key.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"TLS files {cert} / {key} cannot be read: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
+        raise ValueError(f"--tls-cert-file {cert} is not a PEM certificate (no '-----BEGIN CERTIFICATE-----' line)")
+    if "PRIVATE KEY-----" not in key_text:
+        raise ValueError(f"--tls-key-file {key} is not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----' line)")
+    if "ENCRYPTED" in key_text:
+        raise ValueError(f"--tls-key-file {key} is encrypted; give the unencrypted key (openssl pkey -in KEY -out NEW)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"TLS key {key} is not the private key of certificate {cert}") from None
+        which = "key" if "KEY" in reason or "PRIVATE" in reason else "certificate or key"
+        raise ValueError(
+            f"TLS {which} cannot be loaded ({reason}): --tls-cert-file {cert} must be a PEM certificate and "
+            f"--tls-key-file {key} its PEM private key (unencrypted)"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"TLS files {cert} / {key} cannot be read: {exc.strerror or exc}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, Select, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -110,6 +110,35 @@ class _RolledBack(Exception):
 
     def __init__(self, stored: StoredObject) -> None:
         self.stored = stored
+
+
+class ObjectStorePort(Protocol):
+    """What the routes need of a store of one kind: ``ObjectStore`` (SQL), or the read-only view of the
+    cluster's custom resources (``api.kube_controller.rest.ReadOnlyStore``, ``--definitions=kubernetes``)."""
+
+    kind: Kind
+
+    def create(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject: ...
+
+    def get(self, name: str) -> StoredObject | None: ...
+
+    def get_with_status(self, name: str) -> tuple[StoredObject, AlertStatus | None] | None: ...
+
+    def list_page(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> tuple[list[tuple[StoredObject, AlertStatus | None]], bool]: ...
+
+    def max_resource_version(self) -> int: ...
+
+    def replace(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject: ...
+
+    def delete(
+        self, name: str, *, resource_version: int | None = None, uid: str | None = None, dry_run: bool = False
+    ) -> StoredObject | None: ...
+
+    def changes(self, *, after: int, limit: int) -> tuple[list[Change], int]: ...
+
+    def statuses(self, names: list[str]) -> dict[str, AlertStatus]: ...
 
 
 class ObjectStore:

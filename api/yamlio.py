@@ -18,6 +18,9 @@ MAX_ALIASES = 100
 MAX_DEPTH = 64
 MAX_NODES = 200_000
 MAX_DOCUMENTS = 1000
+# The largest integer a JSON/YAML body may carry: every number of the API is compared as a float, and a
+# longer literal would only overflow (or, past 4,300 digits, hit CPython's int parsing limit).
+MAX_INT_DIGITS = 308
 
 
 class DecodeError(ValueError):
@@ -78,6 +81,28 @@ class _BoundedLoader(yaml.SafeLoader):
             raise DecodeError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
         return size
 
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        digits = sum(c.isdigit() for c in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            mark = node.start_mark
+            raise DecodeError(f"YAML line {mark.line + 1}, column {mark.column + 1}: {_too_long(digits)}")
+        value: int = super().construct_yaml_int(node)
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _too_long(digits: int) -> str:
+    return f"an integer of {digits} digits is too large; numbers must stay below 1e{MAX_INT_DIGITS}"
+
+
+def _parse_json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise DecodeError(_too_long(digits))
+    return int(text)
+
 
 def _no_duplicate_keys(node: MappingNode) -> None:
     """A repeated key silently overrides the first in plain YAML; a typo then goes unseen. Refuse it."""
@@ -92,15 +117,22 @@ def _no_duplicate_keys(node: MappingNode) -> None:
 
 def load_yaml_documents(text: str) -> list[Any]:
     """All documents of a (multi-document) YAML text; empty documents are dropped."""
-    loader = _BoundedLoader(text)
     documents: list[Any] = []
+    loader: _BoundedLoader | None = None
     try:
+        # The reader refuses control characters (NUL, ESC, U+FFFE, ...) as soon as it is built.
+        loader = _BoundedLoader(text)
         while loader.check_node():
             if len(documents) >= MAX_DOCUMENTS:
                 raise DecodeError(f"more than {MAX_DOCUMENTS} YAML documents")
             document = loader.construct_document(loader.get_node())
             if document is not None:
                 documents.append(check_strings(_plain(document)))
+    except yaml.reader.ReaderError as exc:
+        raise DecodeError(
+            f"invalid YAML: character U+{exc.character if isinstance(exc.character, int) else ord(exc.character):04X} "
+            f"at position {exc.position} is not allowed (control characters must be escaped in a double-quoted string)"
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown place"
@@ -110,7 +142,8 @@ def load_yaml_documents(text: str) -> list[Any]:
     except RecursionError as exc:
         raise DecodeError(f"YAML nested deeper than {MAX_DEPTH} levels") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents
 
 
@@ -125,7 +158,7 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def load_json(text: str) -> Any:
     try:
-        return check_strings(json.loads(text, object_pairs_hook=_json_object))
+        return check_strings(json.loads(text, object_pairs_hook=_json_object, parse_int=_parse_json_int))
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except RecursionError as exc:

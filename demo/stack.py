@@ -23,7 +23,7 @@ import yaml
 from demo.assets import JOB_COLLECTOR, JOB_COLLECTOR_HEALTH, JOB_EVALUATOR, RULES_FILE
 from demo.samples import ALERT_NAME, GLOBAL_ALERT, flow_logs, ndjson
 from demo.topology import Topology
-from tests.fixtures.services import (
+from devstack.services import (
     LOOPBACK,
     AlertmanagerServer,
     ManagedProcess,
@@ -56,7 +56,7 @@ def http_json(method: str, url: str, body: bytes | None = None, content_type: st
     """Send a request and decode the JSON answer; raise StackError with the status and body on a non-2xx."""
     request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URLs only
+        with urllib.request.urlopen(request, timeout=30) as resp:  # loopback URLs only
             payload = resp.read()
     except urllib.error.HTTPError as err:
         raise StackError(f"{method} {url} answered {err.code}: {err.read()[:500]!r}") from None
@@ -231,7 +231,7 @@ class DemoStack:
             undo = self._undo.pop()
             try:
                 undo()
-            except Exception as err:  # noqa: BLE001 - keep undoing the rest, report at the end
+            except Exception as err:  # keep undoing the rest, report at the end
                 errors.append(err)
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:

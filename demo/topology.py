@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from demo.assets import REPO_ROOT
-from tests.fixtures.netns import Netns
+from devstack.netns import Netns
 
 POLICY_DB = "demo-db/deny-frontend-to-postgres"
 POLICY_FRONTEND = "demo-frontend/deny-dns-from-db"

@@ -15,7 +15,7 @@ from demo.dashboards import PanelQuery, all_panel_queries
 from demo.samples import ALERT_NAME, GLOBAL_ALERT
 from demo.stack import DemoStack, StackError
 from demo.topology import DB_IPS, FRONTEND_IPS, MARK_DB, MARK_FRONTEND, POLICY_DB, POLICY_FRONTEND
-from tests.fixtures.services import wait_until
+from devstack.services import wait_until
 
 DEMO_POLICIES = (POLICY_DB, POLICY_FRONTEND)
 DEMO_SOURCES = (*FRONTEND_IPS, *DB_IPS)

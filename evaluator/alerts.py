@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from evaluator import query
 from evaluator.durations import format_go_duration
-from evaluator.query import schema
+from evaluator.events import rfc3339
+from evaluator.query import parser, schema
 from evaluator.query.ast import walk
 from evaluator.spec import (
     SPEC_KEYS,
@@ -122,9 +123,7 @@ class AlertStatus:
 
 
 def _rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat().replace("+00:00", "Z")
+    return None if value is None else rfc3339(value)
 
 
 class KeyInfo(Protocol):
@@ -155,7 +154,15 @@ class EvaluatorQueryCatalog:
     def check_template(self, text: str, dataset: str) -> None:
         """A template's query: full syntax check; keys checked everywhere; values checked except the
         ``<placeholder>`` blanks (quoted or not) that a user fills in when making an alert."""
-        expr = query.parse(_quote_placeholders(text))
+        parser.check_length(text)
+        quoted, inserted = _quote_placeholders(text)
+        try:
+            expr = parser.parse(quoted, length_checked=True)
+        except query.QueryError as error:
+            # Positions as the user wrote the query, not counting the quotes added around placeholders.
+            if error.position is not None:
+                error.position -= sum(1 for at in inserted if at < error.position)
+            raise error.with_query(text) from None
         if expr is None:
             return
         for node in walk(expr):
@@ -316,18 +323,28 @@ def _in_key_order(errors: list[FieldError]) -> list[FieldError]:
     return sorted(errors, key=rank)
 
 
-def _quote_placeholders(text: str) -> str:
-    """Put quotes around bare ``<blank>`` placeholders so that the query parses."""
+def _quote_placeholders(text: str) -> tuple[str, list[int]]:
+    """Put quotes around bare ``<blank>`` placeholders so that the query parses; also the offsets (in the quoted
+    text) of the quotes added."""
     out: list[str] = []
+    inserted: list[int] = []
+    size = 0
     last = 0
     for match in PLACEHOLDER.finditer(text):
         start, end = match.span()
         quoted = start > 0 and text[start - 1] in "\"'"
         out.append(text[last:start])
-        out.append(match.group(0) if quoted else f'"{match.group(0)}"')
+        size += start - last
+        if quoted:
+            out.append(match.group(0))
+            size += end - start
+        else:
+            inserted += [size, size + 1 + end - start]
+            out.append(f'"{match.group(0)}"')
+            size += end - start + 2
         last = end
     out.append(text[last:])
-    return "".join(out)
+    return "".join(out), inserted
 
 
 def _unknown_key_reason(value: str, allowed: tuple[str, ...], what: str) -> str:

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devstack.netns import Netns, netns_support
+from devstack.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
+from tests.api.support import EvaluatorProcess
 from tests.fixtures.kube import KubeCluster, KubeTestApiserver, env_kubeconfig
-from tests.fixtures.netns import Netns, netns_support
-from tests.fixtures.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +125,12 @@ def netns() -> Iterator[Netns]:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def evaluator(tmp_path: Path) -> Iterator[EvaluatorProcess]:
+    process = EvaluatorProcess(tmp_path)
+    try:
+        yield process
+    finally:
+        process.stop()

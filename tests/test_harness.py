@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from sqlalchemy import create_engine, text
 
-from tests.fixtures.netns import Netns
-from tests.fixtures.services import (
+from devstack.netns import Netns
+from devstack.services import (
     AlertmanagerServer,
     PostgresServer,
     PrometheusServer,

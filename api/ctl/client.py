@@ -54,14 +54,17 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        verify: ssl.SSLContext | bool = ca_context(ca_file) if ca_file else True
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=TIMEOUT_S, verify=verify)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
         server = getattr(args, "server", None) or os.environ.get("POLICYWATCH_SERVER") or DEFAULT_SERVER
         token = getattr(args, "token", None) or os.environ.get("POLICYWATCH_TOKEN") or None
-        return cls(server, token, ca_file=getattr(args, "ca_file", None))
+        try:
+            return cls(server, token, ca_file=getattr(args, "ca_file", None))
+        except ClientError as exc:  # before any request: one line and exit status 2, as argparse does
+            raise SystemExit(f"policywatchctl: {exc}") from None
 
     def close(self) -> None:
         self.http.close()
@@ -79,6 +82,18 @@ class ApiClient:
         if response.status_code >= 400:
             raise ClientError(error_text(response.status_code, data), status=response.status_code, body=data)
         return Response(response.status_code, data, [w for w in warnings if w])
+
+
+def ca_context(ca_file: str) -> ssl.SSLContext:
+    """A TLS context trusting ``ca_file``; a missing or unreadable bundle is a ``ClientError`` saying which."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise ClientError(f"--ca-file {ca_file}: no such file") from None
+    except ssl.SSLError as exc:
+        raise ClientError(f"--ca-file {ca_file}: not a PEM CA bundle ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ClientError(f"--ca-file {ca_file}: cannot read it ({exc.strerror or exc})") from None
 
 
 def error_text(status: int, data: Any) -> str:

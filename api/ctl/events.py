@@ -16,7 +16,8 @@ from evaluator.durations import DurationError, parse_go_duration
 
 NAMES = ("events", "event", "ev")
 PAGE_SIZE = 1_000
-COLUMNS = ("TIME", "ALERT", "SEVERITY", "SUMMARY")
+COLUMNS = ("TIME", "ALERT", "SEVERITY", "SUMMARY", "DISMISSED")
+NONE = "<none>"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", default=None, help="events: only newer ones, as a duration ago (1h, 30m) or RFC 3339 time"
     )
     parser.add_argument("--limit", type=int, default=500, help="events: at most this many, newest first")
+    parser.add_argument(
+        "--dismissed",
+        choices=("true", "false"),
+        default=None,
+        help="events: only dismissed (true) or only open (false) ones; both when not given",
+    )
 
 
 def since_time(value: str, *, now: datetime | None = None) -> datetime:
@@ -49,6 +56,8 @@ def run_get_events(args: argparse.Namespace, *, out: TextIO | None = None, err: 
             params["alert"] = args.alert
         if args.since:
             params["since"] = since_time(args.since).isoformat().replace("+00:00", "Z")
+        if args.dismissed:
+            params["dismissed"] = args.dismissed
         if args.names:
             raise ValueError("events have no names; filter with --alert NAME and --since")
         if args.limit < 1:
@@ -68,7 +77,8 @@ def run_get_events(args: argparse.Namespace, *, out: TextIO | None = None, err: 
         if not items:
             print("No events found.", file=err)
             return 0
-        write_table(COLUMNS if output is None else (*COLUMNS, "DESCRIPTION"), [_row(e, output) for e in items], out)
+        columns = COLUMNS if output is None else (*COLUMNS, "DISMISSED-AT", "DESCRIPTION")
+        write_table(columns, [_row(e, output) for e in items], out)
     else:
         write_data({"kind": "EventList", "items": items}, output, out)
     return 0
@@ -94,6 +104,8 @@ def _row(event: dict[str, Any], output: str | None) -> list[str]:
         str(event.get("severity", "")),
         str(event.get("summary") or event.get("description", "")),
     ]
+    dismissed = event.get("dismissed") or {}
+    row.append(str(dismissed.get("by") or NONE) if dismissed else NONE)
     if output == "wide":
-        row.append(str(event.get("description", "")))
+        row += [str(dismissed.get("at") or NONE) if dismissed else NONE, str(event.get("description", ""))]
     return row

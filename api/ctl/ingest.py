@@ -1,7 +1,8 @@
 """``policywatchctl ingest --dataset D FILE``: send NDJSON log records to ``POST /datasets/D/_bulk``.
 
 The file goes in chunks cut at line boundaries (each under the server's body limit), with a progress bar
-on stderr; bad lines are reported with their line number in the file, good lines are kept.
+on stderr; bad lines are reported with their line number in the file, good lines are kept. Each chunk is
+stored whole by the server, and a chunk sent again stores nothing twice, so rerunning after a failure is safe.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO, TextIO
 
@@ -18,6 +20,8 @@ from api.ctl.client import ApiClient, ClientError, add_connection_args, error_te
 from evaluator.vocabulary import DATASETS
 
 CHUNK_BYTES = 512 * 1024
+RETRIES = 5
+MAX_RETRY_AFTER = 30.0
 MAX_SHOWN_ERRORS = 20
 
 
@@ -49,6 +53,26 @@ def chunks(stream: BinaryIO, limit: int) -> Iterator[tuple[bytes, int]]:
         yield b"".join(buffer), len(buffer)
 
 
+def _post(client: ApiClient, dataset: str, chunk: bytes) -> httpx.Response:
+    """POST one chunk; a busy or unavailable store (429/503: nothing of the chunk was stored) is retried
+    after its Retry-After, and a resent chunk stores nothing twice."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            response = client.http.post(
+                f"/datasets/{dataset}/_bulk", content=chunk, headers={"Content-Type": "application/x-ndjson"}
+            )
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the evaluator at {client.server}: {exc}") from exc
+        if response.status_code not in (429, 503) or attempt == RETRIES:
+            return response
+        try:
+            delay = min(float(response.headers.get("retry-after", "1")), MAX_RETRY_AFTER)
+        except ValueError:
+            delay = 1.0
+        time.sleep(max(delay, 0.0))
+    raise AssertionError("unreachable")
+
+
 def _bar(err: TextIO, done: int, total: int | None, ingested: int, failed: int) -> None:
     if total:
         fraction = min(1.0, done / total)
@@ -63,7 +87,7 @@ def run_ingest(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        stream: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        stream: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as exc:
         err.write(f"policywatchctl ingest: cannot read {args.file}: {exc.strerror}\n")
         return 1
@@ -73,17 +97,14 @@ def run_ingest(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     errors: list[str] = []
     try:
         for chunk, lines in chunks(stream, args.chunk_bytes):
-            try:
-                response = client.http.post(
-                    f"/datasets/{args.dataset}/_bulk", content=chunk, headers={"Content-Type": "application/x-ndjson"}
-                )
-            except httpx.HTTPError as exc:
-                raise ClientError(f"cannot reach the evaluator at {client.server}: {exc}") from exc
+            response = _post(client, args.dataset, chunk)
             try:
                 body: Any = response.json()
             except ValueError:
                 body = response.text
-            if response.status_code >= 400 or not isinstance(body, dict):
+            # 400 with a per-line report: none of the chunk's lines could be stored; the others go on.
+            report = isinstance(body, dict) and isinstance(body.get("errors"), list) and "ingested" in body
+            if not report or (response.status_code >= 400 and response.status_code != 400):
                 raise ClientError(error_text(response.status_code, body), status=response.status_code)
             ingested += int(body["ingested"])
             failed += int(body["failed"])

@@ -64,7 +64,7 @@ def _block(text: str) -> str | Any:
     expression = text if text.startswith("$") else "$" + (text if text.startswith((".", "[")) else "." + text)
     try:
         return parse_jsonpath(expression)
-    except (JsonPathParserError, Exception) as exc:  # noqa: BLE001  (the parser raises bare Exceptions too)
+    except (JsonPathParserError, Exception) as exc:  # the parser raises bare Exceptions too
         raise OutputError(f"invalid jsonpath expression {{{text}}}: {exc}") from exc
 
 

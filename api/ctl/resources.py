@@ -268,8 +268,10 @@ def run_get(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO 
     try:
         rtype = resource_type(args.type)
         check_output(args.output)
-        if args.alert or args.since:
-            raise UsageError("--alert and --since filter events: policywatchctl get events --alert NAME --since 1h")
+        if args.alert or args.since or args.dismissed:
+            raise UsageError(
+                "--alert, --since and --dismissed filter events: policywatchctl get events --alert NAME --since 1h"
+            )
     except (UsageError, OutputError) as exc:
         print(f"policywatchctl get: {exc}", file=err)
         return 2

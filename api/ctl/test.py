@@ -40,7 +40,7 @@ def run_test(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
         err.write("policywatchctl test: --from and --to go together\n")
         return 2
     try:
-        text = sys.stdin.read() if args.filename == "-" else open(args.filename, encoding="utf-8").read()  # noqa: SIM115
+        text = sys.stdin.read() if args.filename == "-" else open(args.filename, encoding="utf-8").read()
         documents = load_yaml_documents(text)
     except OSError as exc:
         err.write(f"policywatchctl test: cannot read {args.filename}: {exc.strerror}\n")

@@ -24,7 +24,7 @@ from api.http import ApiError, dump_json
 from api.kube.selectors import Match
 from api.kube.table import table
 from api.resources import Kind, render_object
-from api.store import Change, Expired, ObjectStore, current_resource_version
+from api.store import Change, Expired, ObjectStorePort
 
 POLL_S = 0.25
 DEFAULT_TIMEOUT_S = 1800
@@ -77,12 +77,16 @@ def _slots(request: Request) -> _Slots:
     return slots
 
 
-def watch_response(request: Request, store: ObjectStore, kind: Kind, opts: WatchOptions) -> StreamingResponse:
+def watch_response(request: Request, store: ObjectStorePort, kind: Kind, opts: WatchOptions) -> StreamingResponse:
     slots = _slots(request)
     if slots.active >= MAX_WATCHES:
         raise ApiError(
             429, "TooManyRequests", f"{MAX_WATCHES} watches are open; retry later", headers={"Retry-After": "5"}
         )
+    try:  # before the 200: a store without a change log (the cluster's, read-only) refuses here
+        store.changes(after=opts.since if opts.since is not None else store.max_resource_version(), limit=1)
+    except Expired:
+        pass  # the stream's first event says so
     return StreamingResponse(_stream(store, kind, opts, slots), media_type="application/json")
 
 
@@ -92,7 +96,7 @@ def _event(kind: Kind, opts: WatchOptions, event_type: str, obj: dict[str, Any])
     return dump_json({"type": event_type, "object": obj}) + b"\n"
 
 
-def _with_status(store: ObjectStore, kind: Kind, changes: list[Change]) -> list[tuple[str, dict[str, Any]]]:
+def _with_status(store: ObjectStorePort, kind: Kind, changes: list[Change]) -> list[tuple[str, dict[str, Any]]]:
     """Each change's object; a live GlobalAlert with the status the scheduler wrote last."""
     names = [c.name for c in changes if c.type != "DELETED"] if not kind.template else []
     statuses = store.statuses(names)
@@ -106,13 +110,13 @@ def _with_status(store: ObjectStore, kind: Kind, changes: list[Change]) -> list[
     return out
 
 
-def _initial(store: ObjectStore, kind: Kind) -> tuple[int, list[dict[str, Any]]]:
-    version = current_resource_version(store.reader)  # first: a change after it is streamed, maybe twice
+def _initial(store: ObjectStorePort, kind: Kind) -> tuple[int, list[dict[str, Any]]]:
+    version = store.max_resource_version()  # first: a change after it is streamed, maybe twice
     page, _ = store.list_page()
     return version, [render_object(kind, stored, status) for stored, status in page]
 
 
-async def _stream(store: ObjectStore, kind: Kind, opts: WatchOptions, slots: _Slots) -> AsyncIterator[bytes]:
+async def _stream(store: ObjectStorePort, kind: Kind, opts: WatchOptions, slots: _Slots) -> AsyncIterator[bytes]:
     matches: Callable[[dict[str, Any]], bool] = opts.match or (lambda _obj: True)
     deadline = time.monotonic() + opts.timeout_s
     next_bookmark = time.monotonic() + BOOKMARK_EVERY_S

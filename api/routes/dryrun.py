@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ObjectBody, ServicesDep
 from api.http import ApiError
+from api.querytypes import QueryTime
 from api.resources import GLOBAL_ALERT, parse_object
 from evaluator.engine.dryrun import DryRunError, replay
 from evaluator.engine.model import BucketCapReached, StoreError
@@ -29,9 +30,9 @@ def _aware(value: datetime | None) -> datetime | None:
 async def dry_run(
     services: ServicesDep,
     body: ObjectBody,
-    at: Annotated[datetime | None, Query(description="RFC 3339 time of one run (default now)")] = None,
-    from_: Annotated[datetime | None, Query(alias="from", description="RFC 3339 first run of a replay")] = None,
-    to: Annotated[datetime | None, Query(description="RFC 3339 end of a replay")] = None,
+    at: Annotated[QueryTime | None, Query(description="RFC 3339 time of one run (default now)")] = None,
+    from_: Annotated[QueryTime | None, Query(alias="from", description="RFC 3339 first run of a replay")] = None,
+    to: Annotated[QueryTime | None, Query(description="RFC 3339 end of a replay")] = None,
 ) -> dict[str, Any]:
     at, start, end = _aware(at), _aware(from_), _aware(to)
     if at is not None and (start is not None or end is not None):

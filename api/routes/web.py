@@ -1,140 +1,172 @@
-"""``GET /ui``: the Alerts page, a read-only HTML view of the GlobalAlerts (with status) and the newest events.
+"""``GET /ui``: the Alerts page; ``/ui/signin``, ``/ui/signout``; ``POST /ui/events/{id}/dismiss``.
 
-Server-rendered, no JavaScript; every value from the database goes through ``html.escape``. Data comes from the
-same code as ``GET /globalalerts`` (the object store) and ``GET /events`` (the runtime's event store), and the
-app-wide bearer-token check applies as to any other read.
+Server-rendered HTML (``api/web/render.py``). Data comes from the same code as ``GET /globalalerts`` (the object
+store) and ``GET /events`` (the runtime's event store). Without credentials the page is the sign-in form, never a
+JSON 401: a browser cannot send a bearer header, so the user pastes a token once and gets a signed cookie
+session (``api/web/auth.py``). Form POSTs need a write role, the same origin and the session's CSRF token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-from html import escape
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import Services, ServicesDep
-from api.http import ApiError
-from api.resources import GLOBAL_ALERT, StoredObject
-from evaluator.alerts import AlertStatus
+from api.resources import GLOBAL_ALERT
+from api.routes.events import EVENT_ID, dismiss_event
+from api.security import token_role
+from api.web import auth, render
+from api.web.filters import Filters, parse_filters
+from api.web.session import COOKIE, MAX_NAME
 from evaluator.engine.model import StoreError
-from evaluator.engine.runtime import runtime_for
-from evaluator.events import Event, EventPage, EventQuery, rfc3339
+from evaluator.events import EventPage
 
-router = APIRouter(tags=["web"])
+router = APIRouter(tags=["web"], include_in_schema=False)
 MAX_ALERTS = 500
-EVENTS_SHOWN = 100
-ALERT_HEADERS = (
-    *("name", "dataSet", "severity", "period", "active", "healthy", "executionState"),
-    *("lastExecuted", "lastEvent", "newest error"),
-)
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
-h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.5rem; }
-table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; } tr.selected td { background: #fff6d5; }
-.bad { color: #b00020; font-weight: 600; } .good { color: #1b7f3b; } .muted { color: #777; }
-"""
-
-# A new alert has no status row until the scheduler first runs it: not a failure, so not shown in red.
-NOT_RUN = '<span class="muted">not run yet</span>'
-Row = tuple[StoredObject, AlertStatus | None]
+NAME = re.compile(rf"^[^\x00-\x1f\x7f]{{1,{MAX_NAME}}}$")
 
 
-def _text(value: object) -> str:
-    return escape("" if value is None else str(value))
+def html(body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status_code, headers=render.HEADERS)
 
 
-def _time(value: datetime | None) -> str:
-    return _text(rfc3339(value)) if value is not None else '<span class="muted">-</span>'
+@dataclass(frozen=True, slots=True)
+class PageData:
+    alerts: list[render.Row]
+    more_alerts: bool
+    events: EventPage
+    specs: dict[str, Mapping[str, Any]]  # of every alert shown or named by a shown event; absent: deleted
 
 
-def _flag(value: bool, good: str, bad: str) -> str:
-    return f'<span class="good">{good}</span>' if value else f'<span class="bad">{bad}</span>'
+def _load(services: Services, filters: Filters) -> PageData:
+    store = services.stores[GLOBAL_ALERT.kind]
+    alerts, more = store.list_page(limit=MAX_ALERTS)
+    specs: dict[str, Mapping[str, Any]] = {s.name: s.spec for s, _ in alerts}
+    dataset_alerts = None
+    if filters.dataset:
+        every = store.list_page()[0] if more else alerts  # the filter sees all GlobalAlerts, not the first page
+        dataset_alerts = tuple(s.name for s, _ in every if s.spec.get("dataSet") == filters.dataset)
+    events = services.runtime.events.search(filters.event_query(dataset_alerts=dataset_alerts, now=datetime.now(UTC)))
+    for name in {e.alert for e in events.items} - specs.keys():
+        found = store.get(name)
+        if found is not None:
+            specs[name] = found.spec
+    return PageData(alerts, more, events, specs)
 
 
-def _filter_link(name: str) -> str:
-    return f'<a href="/ui?{escape(urlencode({"alert": name}))}">{_text(name)}</a>'
-
-
-def _alert_row(stored: StoredObject, status: AlertStatus | None, selected: bool) -> str:
-    spec: dict[str, Any] = stored.spec
-    never_run = status is None
-    status = status or AlertStatus()
-    newest_error = status.errorConditions[-1] if status.errorConditions else None
-    error = f"{_text(newest_error.type)}: {_text(newest_error.message)}" if newest_error else ""
-    cells = [
-        _filter_link(stored.name),
-        _text(spec.get("dataSet")),
-        _text(spec.get("severity")),
-        _text(spec.get("period")),
-        NOT_RUN if never_run else _flag(status.active, "active", "inactive"),
-        NOT_RUN if never_run else _flag(status.healthy, "healthy", "unhealthy"),
-        _text(status.executionState),
-        _time(status.lastExecuted),
-        _time(status.lastEvent),
-        error,
-    ]
-    row_class = ' class="selected"' if selected else ""
-    return f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def _event_row(event: Event) -> str:
-    cells = [_time(event.time), _filter_link(event.alert), _text(event.severity), _text(event.description)]
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:
-    if not rows:
-        return f'<p class="muted">{escape(empty)}</p>'
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def render_page(*, alerts: list[Row], more_alerts: bool, events: EventPage, alert: str | None) -> str:
-    alert_rows = [_alert_row(stored, status, stored.name == alert) for stored, status in alerts]
-    alerts_html = _table(ALERT_HEADERS, alert_rows, "No GlobalAlerts.")
-    if more_alerts:
-        alerts_html += f'<p class="muted">Only the first {MAX_ALERTS} GlobalAlerts (by name) are shown.</p>'
-    if alert is None:
-        events_title = f"Newest events ({len(events.items)} of {events.total})"
-    else:
-        events_title = f"Newest events of {_text(alert)} ({len(events.items)} of {events.total}) "
-        events_title += '<a href="/ui">show all</a>'
-    event_rows = [_event_row(e) for e in events.items]
-    events_html = _table(("time", "alert", "severity", "description"), event_rows, "No events.")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>policywatch: Alerts</title>"
-        f"<style>{_CSS}</style></head><body>"
-        "<h1>policywatch: Alerts</h1>"
-        f'<h2>GlobalAlerts</h2><div id="alerts">{alerts_html}</div>'
-        f'<h2>{events_title}</h2><div id="events">{events_html}</div>'
-        "</body></html>\n"
+def _signin(request: Request, services: Services, problem: str | None, status_code: int = 200) -> HTMLResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    page = render.signin_page(
+        problem=problem, next_url=render.next_url(target), proxy_header=services.settings.trusted_proxy_header
     )
+    response = html(page, status_code)
+    if request.cookies.get(COOKIE):
+        auth.clear_session_cookie(response, request, services.settings)
+    return response
 
 
-def _load(services: Services, alert: str | None) -> tuple[list[Row], bool, EventPage]:
-    alerts, more = services.stores[GLOBAL_ALERT.kind].list_page(limit=MAX_ALERTS)
-    runtime = runtime_for(services.engine, services.repository)
-    events = runtime.events.search(EventQuery(alert=alert, limit=EVENTS_SHOWN))
-    return alerts, more, events
-
-
-@router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
-async def alerts_page(
-    services: ServicesDep,
-    alert: Annotated[str | None, Query(max_length=253)] = None,
-) -> HTMLResponse:
-    alert = alert or None
+@router.get("/ui", response_class=HTMLResponse)
+async def alerts_page(request: Request, services: ServicesDep) -> Response:
+    resolution = auth.resolve(request, services.settings)
+    if resolution.viewer is None:
+        return _signin(request, services, resolution.problem)
+    filters, errors = parse_filters(dict(request.query_params))
+    if not errors and any(not value for _, value in request.query_params.multi_items()):
+        return RedirectResponse(filters.url(), status_code=303)  # the form's empty fields: a short link to share
     try:
-        alerts, more, events = await run_in_threadpool(_load, services, alert)
+        data = await run_in_threadpool(_load, services, filters)
     except StoreError as exc:
-        raise ApiError(503, "ServiceUnavailable", str(exc)) from exc
-    return HTMLResponse(render_page(alerts=alerts, more_alerts=more, events=events, alert=alert))
+        return html(render.message_page("store unavailable", str(exc)), 503)
+    page = render.alerts_page(
+        viewer=resolution.viewer,
+        alerts=data.alerts,
+        more_alerts=data.more_alerts,
+        max_alerts=MAX_ALERTS,
+        events=data.events,
+        specs=data.specs,
+        filters=filters,
+        errors=errors,
+        alertmanager_url=services.settings.alertmanager_url,
+    )
+    return html(page, 400 if errors else 200)
+
+
+@router.get("/ui/signin", response_class=HTMLResponse)
+async def signin_form(request: Request, services: ServicesDep) -> Response:
+    page = render.signin_page(
+        problem=None,
+        next_url=render.next_url(request.query_params.get("next")),
+        proxy_header=services.settings.trusted_proxy_header,
+    )
+    return html(page)
+
+
+@router.post("/ui/signin", response_class=HTMLResponse)
+async def signin(request: Request, services: ServicesDep) -> Response:
+    settings = services.settings
+    fields = await auth.form_fields(request)
+    target = render.next_url(fields.get("next"))
+
+    def again(problem: str, status_code: int) -> HTMLResponse:
+        page = render.signin_page(problem=problem, next_url=target, proxy_header=settings.trusted_proxy_header)
+        return html(page, status_code)
+
+    if not auth.same_origin(request):
+        return again("sign-in refused: the form was not sent from this server's page (Origin)", 403)
+    if not settings.auth_enabled:
+        return RedirectResponse(target, status_code=303)
+    token = fields.get("token", "").strip()
+    name = fields.get("name", "").strip()
+    if not token:
+        return again("token: paste a read or write token", 400)
+    if name and not NAME.match(name):
+        return again(f"name: at most {MAX_NAME} characters, no control characters", 400)
+    if token_role(token, settings) is None:
+        return again("that token is not one of this evaluator's read or write tokens", 401)
+    response = RedirectResponse(target, status_code=303)
+    auth.set_session_cookie(response, request, settings, token=token, user=name)
+    return response
+
+
+@router.post("/ui/signout", response_class=HTMLResponse)
+async def signout(request: Request, services: ServicesDep) -> Response:
+    if not auth.same_origin(request):
+        return html(render.message_page("refused", "sign-out must come from this server's page (Origin)"), 403)
+    response = RedirectResponse("/ui/signin", status_code=303)
+    auth.clear_session_cookie(response, request, services.settings)
+    return response
+
+
+@router.post("/ui/events/{event_id}/dismiss", response_class=HTMLResponse)
+async def dismiss(
+    request: Request, services: ServicesDep, event_id: Annotated[str, Path(pattern=EVENT_ID)]
+) -> Response:
+    resolution = auth.resolve(request, services.settings)
+    viewer = resolution.viewer
+    if viewer is None:
+        return _signin(request, services, resolution.problem or "sign in to dismiss events", 401)
+    fields = await auth.form_fields(request)
+    if viewer.csrf is not None:
+        if not auth.same_origin(request) or not _csrf_ok(viewer, fields.get("csrf")):
+            return html(render.message_page("refused", "cross-site request refused (Origin or CSRF token)"), 403)
+    if not viewer.can_write:
+        return html(render.message_page("read only", "dismissing an event needs a write token's sign-in"), 403)
+    try:
+        event = await run_in_threadpool(dismiss_event, services, event_id, viewer.name)
+    except StoreError as exc:
+        return html(render.message_page("store unavailable", str(exc)), 503)
+    if event is None:
+        return html(render.message_page("not found", f"event {event_id} not found"), 404)
+    return RedirectResponse(render.next_url(fields.get("next")), status_code=303)
+
+
+def _csrf_ok(viewer: auth.Viewer, given: str | None) -> bool:
+    return given is not None and viewer.csrf is not None and hmac.compare_digest(given.encode(), viewer.csrf.encode())

@@ -25,8 +25,7 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
-from tests.fixtures.services import PostgresServer, free_port  # noqa: E402
+from devstack.services import PostgresServer, free_port
 
 ALERTS = 1000
 ONE = "alert-0500"

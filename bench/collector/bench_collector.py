@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from collector.bpf_loader import read_prog_stats  # noqa: E402  (the repo root is put on the path just above)
-from tests.fixtures.netns import Netns  # noqa: E402
-from tests.fixtures.services import free_port  # noqa: E402
+from devstack.netns import Netns  # noqa: E402
+from devstack.services import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
@@ -146,7 +146,7 @@ def ksoftirqd_cpu_ns(cpu: int) -> float:
 class Collector:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")
         argv = [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(self.port), "--ttl", "600", *args]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -19,13 +19,13 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench_data import T0, bench_database, load_flows  # noqa: E402
+from engine_bench_data import T0, bench_database, load_flows
 
-from evaluator.alerts import GlobalAlertSpec  # noqa: E402
-from evaluator.engine.execute import run  # noqa: E402
-from evaluator.engine.model import Window  # noqa: E402
-from evaluator.engine.sqlstore import SqlLogStore  # noqa: E402
-from evaluator.logstore.tables import column_for, table_for  # noqa: E402
+from evaluator.alerts import GlobalAlertSpec
+from evaluator.engine.execute import run
+from evaluator.engine.model import Window
+from evaluator.engine.sqlstore import SqlLogStore
+from evaluator.logstore.tables import column_for, table_for
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 

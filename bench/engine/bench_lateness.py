@@ -24,16 +24,16 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench_data import bench_database, load_flows  # noqa: E402
+from engine_bench_data import bench_database, load_flows
 
-from api.db import make_engine, migrate  # noqa: E402
-from api.resources import GLOBAL_ALERT, ObjectIn  # noqa: E402
-from api.store import ObjectStore, SqlAlertRepository  # noqa: E402
-from evaluator.alerts import GlobalAlertSpec  # noqa: E402
-from evaluator.engine.metrics import EngineMetrics  # noqa: E402
-from evaluator.engine.scheduler import Scheduler, SchedulerConfig  # noqa: E402
-from evaluator.engine.sqlstore import SqlLogStore  # noqa: E402
-from evaluator.engine.tables import alert_runs  # noqa: E402
+from api.db import make_engine, migrate
+from api.resources import GLOBAL_ALERT, ObjectIn
+from api.store import ObjectStore, SqlAlertRepository
+from evaluator.alerts import GlobalAlertSpec
+from evaluator.engine.metrics import EngineMetrics
+from evaluator.engine.scheduler import Scheduler, SchedulerConfig
+from evaluator.engine.sqlstore import SqlLogStore
+from evaluator.engine.tables import alert_runs
 
 
 def pct(values: list[float], q: float) -> float:

@@ -23,10 +23,10 @@ from typing import Any
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_bench_data import T0, load_flows  # noqa: E402
+from engine_bench_data import T0, load_flows
 
-from evaluator.engine.model import Window  # noqa: E402
-from evaluator.engine.sqlstore import SqlLogStore  # noqa: E402
+from evaluator.engine.model import Window
+from evaluator.engine.sqlstore import SqlLogStore
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 

@@ -7,12 +7,10 @@ are copies of a few thousand of them with their times spread over the window, in
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,8 +28,7 @@ def bench_database(*, database_url: str | None, postgres: bool) -> Iterator[str]
         if not postgres:
             yield database_url or f"sqlite:///{tmp}/bench.db"
             return
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.fixtures
-        from tests.fixtures.services import PostgresServer
+        from devstack.services import PostgresServer
 
         server = PostgresServer().start()
         try:

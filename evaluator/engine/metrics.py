@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -65,7 +65,9 @@ class _AlertGauges(Collector):
 
 
 class EngineMetrics:
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    """The engine's metrics in ``registry``; built once per process (per app) by its owner and passed on."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter(
             "policywatch_evaluator_alert_runs",
             "Alert runs by outcome (ok or error).",
@@ -98,17 +100,3 @@ class EngineMetrics:
         )
         self.gauges = _AlertGauges()
         registry.register(self.gauges)
-
-
-_BY_REGISTRY: dict[int, EngineMetrics] = {}
-_BY_REGISTRY_LOCK = threading.Lock()
-
-
-def engine_metrics(registry: CollectorRegistry = REGISTRY) -> EngineMetrics:
-    """The one ``EngineMetrics`` of ``registry`` (an app built twice in one process shares it)."""
-    with _BY_REGISTRY_LOCK:
-        metrics = _BY_REGISTRY.get(id(registry))
-        if metrics is None:
-            metrics = EngineMetrics(registry)
-            _BY_REGISTRY[id(registry)] = metrics
-        return metrics

@@ -76,7 +76,7 @@ class OpenSearchLogStore:
                 params={"timeout": f"{int(self._timeout)}s"},
                 **params,
             )
-        except Exception as exc:  # noqa: BLE001 - opensearch-py raises many types; all mean "no answer"
+        except Exception as exc:  # opensearch-py raises many types; all mean "no answer"
             raise StoreError(f"OpenSearch search of {index} failed: {exc}") from exc
         check_response(response, index)
         return response
@@ -153,7 +153,7 @@ class OpenSearchLogStore:
                         return
                 try:
                     response = self._client.scroll(scroll_id=scroll_id, scroll="2m", request_timeout=self._timeout)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise StoreError(f"OpenSearch scroll of {index} failed: {exc}") from exc
                 check_response(response, index)
                 scroll_id = response.get("_scroll_id", scroll_id)
@@ -161,7 +161,7 @@ class OpenSearchLogStore:
             if scroll_id:
                 try:
                     self._client.clear_scroll(scroll_id=scroll_id)
-                except Exception:  # noqa: BLE001 - the scroll expires by itself
+                except Exception:  # the scroll expires by itself
                     pass
 
 

@@ -71,7 +71,7 @@ class Retention:
                 removed = self.run_once()
                 if any(removed.values()):
                     log.info("retention removed %s", removed)
-            except Exception:  # noqa: BLE001 - retried next interval
+            except Exception:  # retried next interval
                 log.exception("retention failed; retrying in %s", self._interval)
             self._stop.wait(self._interval.total_seconds())
 

@@ -1,17 +1,20 @@
-"""The engine's parts in one evaluator process, built once from ``EngineSettings`` with production defaults."""
+"""The engine's parts in one evaluator process, built once from ``EngineSettings`` with production defaults.
+
+The owner (``api.app.create_app``) builds the one ``EngineRuntime`` of its app and hands it to whatever
+needs it (routes through a dependency, the lifespan through ``services()``): nothing finds it through a
+global, so two apps in one process (tests) never share or mix their parts.
+"""
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from evaluator.engine.config import EngineSettings
 from evaluator.engine.logstore import LogStore
-from evaluator.engine.metrics import engine_metrics
+from evaluator.engine.metrics import EngineMetrics
 from evaluator.engine.notify import AlertmanagerNotifier
 from evaluator.engine.opensearch import OpenSearchLogStore
 from evaluator.engine.opensearch_events import OpenSearchEventStore
@@ -35,9 +38,10 @@ class EngineRuntime:
         repository: AlertRepository,
         *,
         settings: EngineSettings | None = None,
-        registry: CollectorRegistry = REGISTRY,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings = settings or EngineSettings()
+        self.metrics = EngineMetrics(registry if registry is not None else CollectorRegistry())
         self.engine = engine
         self.sql_events = SqlEventStore(engine)
         self.events: EventStore = self.sql_events
@@ -79,7 +83,7 @@ class EngineRuntime:
                 backoff_max=settings.duration("scheduler_backoff_max"),
                 bucket_cap=settings.bucket_cap,
             ),
-            metrics=engine_metrics(registry),
+            metrics=self.metrics,
         )
         self.retention = Retention(
             engine=engine,
@@ -104,17 +108,3 @@ def opensearch_client(settings: EngineSettings) -> Any:
     from opensearchpy import OpenSearch
 
     return OpenSearch(**settings.opensearch_client_options())
-
-
-_RUNTIMES: weakref.WeakKeyDictionary[sa.Engine, EngineRuntime] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
-
-
-def runtime_for(engine: sa.Engine, repository: AlertRepository, **kwargs: Any) -> EngineRuntime:
-    """The one runtime of the app that owns ``engine`` (the routes and the lifespan share it)."""
-    with _LOCK:
-        runtime = _RUNTIMES.get(engine)
-        if runtime is None:
-            runtime = EngineRuntime(engine, repository, **kwargs)
-            _RUNTIMES[engine] = runtime
-        return runtime

@@ -9,6 +9,7 @@ composite with ``missing_bucket``. Times are epoch seconds in the tables.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,8 @@ from evaluator.engine.model import Bucket, Hit, StoreError, Window
 from evaluator.logstore.tables import column_for, table_for, values_table_for
 from evaluator.query import TIME_FIELD, to_sql
 from evaluator.query.schema import field
+
+log = logging.getLogger(__name__)
 
 PAGE_ROWS = 2_000
 
@@ -49,8 +52,12 @@ class SqlLogStore:
                 result = conn.execution_options(stream_results=True, yield_per=self._page_rows).execute(stmt)
                 yield from result
         except sa.exc.DBAPIError as exc:
-            where = self._engine.url.render_as_string(hide_password=True)
-            raise StoreError(f"embedded log store {where} query failed: {exc.orig or exc}") from exc
+            # The driver's text names the database host and user: logged here, never passed to clients.
+            log.warning("embedded log store query failed: %s", exc.orig or exc)
+            database = self._engine.url.database or "in memory"
+            raise StoreError(
+                f"the embedded log store (database {database}) cannot answer now ({type(exc.orig or exc).__name__})"
+            ) from exc
 
     def aggregate(
         self,

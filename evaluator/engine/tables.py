@@ -67,3 +67,21 @@ alert_runs = sa.Table(
     sa.Column("findings", sa.Integer(), nullable=False),
     sa.Index("ix_alert_runs_finished_at", "finished_at"),
 )
+
+# Deliveries a run committed but that go out after the commit (resolved notifications to Alertmanager,
+# event copies to OpenSearch), written in the run's own transaction: a failed delivery is retried with
+# back-off, and a restart loses none. Claimed under a lease like the schedule, so one process sends each.
+delivery_outbox = sa.Table(
+    "delivery_outbox",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # resolved | event_copy
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt", _TIME, nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires", _TIME, nullable=True),
+    sa.Index("ix_delivery_outbox_kind_next_attempt", "kind", "next_attempt"),
+)

@@ -3,10 +3,21 @@
 from evaluator.logstore.tables import (
     RecordInvalid,
     column_for,
-    insert_records,
     record_to_rows,
     table_for,
     values_table_for,
 )
+from evaluator.logstore.writer import Keyed, Outcome, insert_records, insert_rows, write_keyed
 
-__all__ = ["RecordInvalid", "column_for", "insert_records", "record_to_rows", "table_for", "values_table_for"]
+__all__ = [
+    "Keyed",
+    "Outcome",
+    "RecordInvalid",
+    "column_for",
+    "insert_records",
+    "insert_rows",
+    "record_to_rows",
+    "table_for",
+    "values_table_for",
+    "write_keyed",
+]

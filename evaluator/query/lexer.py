@@ -1,6 +1,7 @@
 """Tokens of the query language (PLY lexer), built once at import; no table files are written.
 
-Identifiers (keys and bare values) are letters, digits and ``_`` with dots inside; AND, OR, NOT, IN
+Identifiers (keys and bare values) are letters, digits, ``_`` and ``-`` with dots inside, starting with a
+letter or ``_`` (``servers.labels.k8s-app = kube-dns``, as Kubernetes names are written); AND, OR, NOT, IN
 and NOTIN are keywords in any letter case. Strings take single or double quotes with backslash
 escapes. A bare word holding ``*`` or ``?`` is a wildcard pattern (only valid as a set member).
 Bare IPv4 addresses and CIDRs are accepted as values; anything else starting with a digit must be a
@@ -73,7 +74,7 @@ def t_STRING(t: Any) -> Any:
 
 
 def t_PATTERN(t: Any) -> Any:
-    r"[A-Za-z0-9_.]*[*?][A-Za-z0-9_.*?]*"
+    r"[A-Za-z0-9_.-]*[*?][A-Za-z0-9_.*?-]*"
     return t
 
 
@@ -97,7 +98,7 @@ def t_NUMBER(t: Any) -> Any:
 
 
 def t_IDENT(t: Any) -> Any:
-    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*"
+    r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*"
     t.type = KEYWORDS.get(t.value.lower(), "IDENT")
     return t
 

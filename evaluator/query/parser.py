@@ -18,8 +18,8 @@ MAX_PROBED_PREFIX = 4096
 _LOCK = threading.Lock()
 
 
-def parse(text: str) -> Expr | None:
-    """The syntax tree of ``text``, or None for an empty or blank query (which selects everything)."""
+def check_length(text: str) -> None:
+    """Refuse a query longer than the limit, before any work on it."""
     if not isinstance(text, str):
         raise QueryError(f"a query must be a string, not {type(text).__name__}")
     if len(text) > MAX_QUERY_LENGTH:
@@ -29,6 +29,15 @@ def parse(text: str) -> Expr | None:
             query=text,
             expected=(f"at most {MAX_QUERY_LENGTH} characters",),
         )
+
+
+def parse(text: str, *, length_checked: bool = False) -> Expr | None:
+    """The syntax tree of ``text``, or None for an empty or blank query (which selects everything).
+
+    ``length_checked``: the caller applied ``check_length`` to the text the user wrote (a template's query,
+    parsed after its placeholders were quoted, is longer than what the user sent)."""
+    if not length_checked:
+        check_length(text)
     if not text.strip():
         return None
     if text.count("(") > MAX_DEPTH:

@@ -9,6 +9,8 @@ import unicodedata
 from evaluator.query.ast import And, Expr, Member, Not, Or, Scalar, Selector, SetSelector
 from evaluator.query.lexer import KEYWORDS
 
+# Narrower than what the lexer reads bare (it also takes ``-``): the canonical text quotes such words, as the
+# spec's grammar has them, so that it reads the same in Calico's own parser.
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 _BARE_PATTERN = re.compile(r"[A-Za-z0-9_.]*[*?][A-Za-z0-9_.*?]*")
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

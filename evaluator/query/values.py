@@ -13,6 +13,8 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
+import idna
+
 from evaluator.query.ast import Scalar
 from evaluator.query.schema import DNS_TYPES, PROTO_NUMBERS, FieldSpec, FieldType
 
@@ -107,17 +109,27 @@ def format_date(moment: datetime) -> str:
 
 
 def to_domain(value: Scalar, *, pattern: bool = False) -> str:
+    """A domain as Calico and browsers write it: UTS 46 mapping (IDNA 2008, non-transitional, so ``straße.de`` is
+    ``xn--strae-oqa.de``), lower case, one trailing dot trimmed."""
     text = check_text(str(value)).strip().lower()
     if not text.isascii():
         if pattern:
             raise ValueError(f"write the internationalised name {text!r} in its IDNA (xn--) form to use wildcards")
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError as error:
-            raise ValueError(f"{value!r} is not a valid internationalised domain name: {error}") from None
+        text = _uts46(text, value)
+    if len(text) > 1 and text.endswith("."):
+        text = text[:-1]
     if not _DOMAIN.fullmatch(text) or (not pattern and ("?" in text)):
         raise ValueError(f"{value!r} is not a valid name; expected letters, digits, '-', '_', '.' and '/'")
     return text
+
+
+def _uts46(text: str, value: Scalar) -> str:
+    try:
+        mapped = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        # Label by label, so that ASCII labels DNS allows but IDNA does not (``_sip``) stay as they are.
+        return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii") for label in mapped.split("."))
+    except (idna.IDNAError, UnicodeError) as error:
+        raise ValueError(f"{value!r} is not a valid internationalised domain name: {error}") from None
 
 
 def to_dns_type(value: Scalar) -> str:

@@ -5,7 +5,7 @@ Existing objects are renumbered above every version issued so far, so a version 
 never names another object's state.
 
 Revision ID: 0006_resource_versions
-Revises: 0004_summary
+Revises: 0008_outbox
 Create Date: 2026-12-03
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_resource_versions"
-down_revision: str | None = "0004_summary"
+down_revision: str | None = "0008_outbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

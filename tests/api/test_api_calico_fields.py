@@ -4,7 +4,6 @@ substitutions (run by the real engine on the SQL log store)."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +18,7 @@ from api.app import create_app
 from api.db import make_engine, migrate
 from api.settings import Settings
 from evaluator.events import Event, EventQuery, SqlEventStore, rfc3339
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "evaluator" / "engine"))
-from engine_data import flow  # noqa: E402
+from tests.evaluator.engine.engine_data import flow
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "calico" / "globalalert-sample.yaml"
 NOW = datetime.now(UTC).replace(microsecond=0)

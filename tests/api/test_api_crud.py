@@ -9,25 +9,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from tests.api.support import alert
+
 API = "/apis/projectcalico.org/v3"
-
-
-def alert(name: str = "ssh-deny", **spec_changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "description": "ssh denied from ${source_namespace}/${source_name_aggr}: ${sum}",
-        "severity": 80,
-        "dataSet": "flows",
-        "period": "5m",
-        "lookback": "15m",
-        "query": "action=deny AND dest_port=22",
-        "aggregateBy": ["source_namespace", "source_name_aggr"],
-        "field": "num_flows",
-        "metric": "sum",
-        "condition": "gt",
-        "threshold": 0,
-    }
-    spec.update(spec_changes)
-    return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalAlert", "metadata": {"name": name}, "spec": spec}
 
 
 def template(name: str = "http.connections") -> dict[str, Any]:

@@ -13,8 +13,7 @@ import yaml
 
 from api.ctl.main import main as ctl
 from api.ctl.resources import UsageError, resource_type
-from tests.api.conftest import EvaluatorProcess
-from tests.api.test_api_samples import TEMPLATE_NAMES
+from tests.api.support import TEMPLATE_NAMES, EvaluatorProcess, self_signed
 
 ALERTS_YAML = """
 apiVersion: projectcalico.org/v3
@@ -174,16 +173,6 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 2 and "invalid YAML at line 1" in err
     code, _, err = run(capsys, "delete", "globalalert")
     assert code == 2 and "usage" in err
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_and_tokens(evaluator: EvaluatorProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

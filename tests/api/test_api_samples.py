@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.ctl.resources import builtin_templates_text
 from api.yamlio import load_yaml_documents
+from tests.api.support import TEMPLATE_NAMES
 
 YAML = {"content-type": "application/yaml"}
 
@@ -123,20 +124,6 @@ def test_http_connections_template(sqlite_client: TestClient) -> None:
     as_alert = fixed.replace("kind: GlobalAlertTemplate", "kind: GlobalAlert")
     found = errors(sqlite_client, "/globalalerts", as_alert)
     assert set(found) == {"spec.query", "spec.description"}
-
-
-TEMPLATE_NAMES = [
-    "policy.pod",
-    "policy.globalnetworkpolicy",
-    "policy.globalnetworkset",
-    "policy.serviceaccount",
-    "network.cloudapi",
-    "network.ssh",
-    "network.lateral.access",
-    "network.lateral.originate",
-    "dns.servfail",
-    "dns.dos",
-]
 
 
 def test_builtin_templates_are_the_ten_and_valid(sqlite_client: TestClient) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 from api.app import create_app
 from api.db import alembic_config, make_engine
 from api.settings import Settings
-from tests.api.conftest import no_services
+from tests.api.support import no_services
 
 MAX_EXAMPLES = 30
 OWN_PATHS = {

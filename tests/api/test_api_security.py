@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.settings import Settings
-from tests.api.conftest import make_client
-from tests.api.test_api_crud import alert
+from tests.api.support import alert, make_client
 
 READ = "r" * 20
 WRITE = "w" * 20

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from api.resources import GLOBAL_ALERT, parse_object
 from api.store import Conflict, ObjectStore, SqlAlertRepository
 from evaluator.alerts import MAX_ERROR_CONDITIONS, AlertStatus, ErrorCondition
-from tests.api.test_api_crud import alert
+from tests.api.support import alert
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

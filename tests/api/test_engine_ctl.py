@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from api.ctl.main import main as ctl
+from devstack.services import free_port, http_get, wait_until
 from evaluator.events import rfc3339
-from tests.fixtures.services import free_port, http_get, wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "evaluator" / "engine"))
-from engine_data import dns  # noqa: E402
+from tests.evaluator.engine.engine_data import dns
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVALUATOR = Path(sys.executable).with_name("policywatch-evaluator")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.services import free_port
 from tests.collector.harness import COLLECTOR, RunningCollector
-from tests.fixtures.services import free_port
 
 
 @pytest.fixture

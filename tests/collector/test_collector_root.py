@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack.netns import Netns
+from devstack.services import free_port
 from tests.collector.harness import COLLECTOR, SPOOF_SENDER, UDP_SENDER, RunningCollector
-from tests.fixtures.netns import Netns
-from tests.fixtures.services import free_port
 
 pytestmark = pytest.mark.root
 

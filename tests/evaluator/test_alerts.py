@@ -282,6 +282,21 @@ def test_placeholders_only_in_templates() -> None:
     assert_error(spec(query='dest_namespaze="<ns>"'), "spec.query", "dest_namespaze", template=True)
 
 
+def test_template_query_limits_and_positions_are_the_users() -> None:
+    # 900 bare placeholders: 1,800 quotes are added before parsing, which must not count against the limit.
+    selector = "dest_port=<" + "the port that the database of your team listens on, say 5432"[:55] + ">"
+    near_limit = " OR ".join([selector] * 900)
+    assert len(near_limit) <= 65_536 < len(near_limit) + 1_800
+    result, _ = validate_spec(spec(query=near_limit), template=True)
+    assert result.query == near_limit
+    too_long = near_limit + f" OR {selector}" * 30
+    assert_error(spec(query=too_long), "spec.query", f"query is {len(too_long)} characters long", template=True)
+    # A syntax error after a placeholder is reported where the user wrote it.
+    bad = "dest_port=<port> AND AND dest_port=1"
+    (error,) = [e for e in errors_of(spec(query=bad), template=True) if e.path == "spec.query"]
+    assert f"position {bad.index('AND AND') + 4}" in error.reason, error.reason
+
+
 @pytest.mark.parametrize(
     ("name", "ok"),
     [

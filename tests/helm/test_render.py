@@ -1,9 +1,11 @@
-"""helm/policywatch rendered (tests/helm/gotemplate.py stands in for `helm template`) for each ci/ scenario, and the
-manifests checked: structure, labels and selectors, capabilities and mounts, Secrets, monitors, and that the rule
-and dashboard files arrive unchanged."""
+"""helm/policywatch rendered by the real `helm template` (v4, .venv/bin/helm) for each ci/ scenario, linted with
+`helm lint --strict`, every manifest checked by kubernetes-validate --strict, and the manifests checked: structure,
+labels and selectors, capabilities and mounts, Secrets, monitors, that the rule and dashboard files arrive
+unchanged, and that bad or contradictory values stop helm with the message named."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from typing import Any
@@ -12,8 +14,8 @@ import pytest
 import yaml
 
 from demo.assets import CHART_DIR, RULES_FILE, dashboard_files
-from tests.helm.gotemplate import ChartFail
-from tests.helm.helmrender import Rendered, render_chart
+from tests.fixtures.helm import PROMETHEUS_OPERATOR_APIS, HelmFailed, Rendered, lint, notes, render
+from tests.fixtures.kubeschema import kubernetes_validate_errors, schema_errors
 
 SCENARIOS = sorted(p.name for p in (CHART_DIR / "ci").glob("*-values.yaml"))
 SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
@@ -21,13 +23,48 @@ SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.
 
 @cache
 def rendered(scenario: str) -> Rendered:
-    overlay = yaml.safe_load((CHART_DIR / "ci" / scenario).read_text()) or {}
-    return render_chart(CHART_DIR, overlay)
+    """A scenario as rendered for a cluster that serves the Prometheus Operator's API."""
+    return render(values_files=[CHART_DIR / "ci" / scenario], api_versions=PROMETHEUS_OPERATOR_APIS)
+
+
+@cache
+def rendered_notes(scenario: str) -> str:
+    return notes(values_files=[CHART_DIR / "ci" / scenario]).notes
 
 
 def one(result: Rendered, kind: str, suffix: str = "") -> dict[str, Any]:
-    [doc] = result.find(kind, suffix)
-    return doc
+    return result.one(kind, suffix)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict_passes(scenario: str) -> None:
+    out = lint(values_files=[CHART_DIR / "ci" / scenario])
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+    assert "[WARNING]" not in out and "[ERROR]" not in out
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_manifest_passes_kubernetes_validate_strict(scenario: str) -> None:
+    for doc in rendered(scenario).all():
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert schema_errors(doc) == [], where
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert kubernetes_validate_errors(doc) == [], where  # the library's own entry point agrees
+
+
+def test_the_strict_validation_catches_unknown_fields_and_wrong_types() -> None:
+    daemonset = copy.deepcopy(rendered("default-values.yaml").one("DaemonSet"))
+    daemonset["spec"]["template"]["spec"]["hostNetwrok"] = True
+    assert schema_errors(daemonset) == [
+        "spec.template.spec: Additional properties are not allowed ('hostNetwrok' was unexpected)"
+    ]
+    assert kubernetes_validate_errors(daemonset) != []
+    monitor = copy.deepcopy(rendered("full-values.yaml").one("ServiceMonitor", "-collector"))
+    monitor["spec"]["endpoints"][0]["interval"] = 30
+    monitor["spec"]["endpoints"][0]["tlsConfig"]["insecure"] = True
+    errors = schema_errors(monitor)
+    assert "spec.endpoints.0.interval: 30 is not of type 'string'" in errors
+    assert "spec.endpoints.0.tlsConfig: Additional properties are not allowed ('insecure' was unexpected)" in errors
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +116,9 @@ def test_collector_daemonset(scenario: str) -> None:
     result = rendered(scenario)
     values = yaml.safe_load((CHART_DIR / "ci" / scenario).read_text()) or {}
     collector_values = values.get("collector", {})
+    if collector_values.get("enabled", True) is False:
+        assert result.find("DaemonSet") == []
+        return
     ds = one(result, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
@@ -169,7 +209,7 @@ def test_default_evaluator_runs_on_sqlite_with_a_generated_token() -> None:
     tokens = one(result, "Secret", "-tokens")["stringData"]
     assert len(tokens["write-tokens"]) == 40 and tokens["write-tokens"].isalnum()
     assert tokens["read-tokens"] == ""
-    assert "WARNING: no database configured" in result.notes
+    assert "WARNING: no database configured" in rendered_notes("default-values.yaml")
     kinds = {d["kind"] for d in result.all()}
     assert kinds == {"DaemonSet", "Deployment", "Service", "Secret", "ServiceAccount"}
 
@@ -190,7 +230,7 @@ def test_full_evaluator_uses_postgres_tokens_and_opensearch() -> None:
     assert env["POLICYWATCH_LOG_STORE"]["value"] == "opensearch"
     assert env["POLICYWATCH_EVENT_STORE"]["value"] == "opensearch"
     assert env["POLICYWATCH_ALERTMANAGER_URL"]["value"] == "http://alertmanager-operated.monitoring.svc:9093"
-    assert "WARNING" not in result.notes
+    assert "WARNING" not in rendered_notes("full-values.yaml")
 
 
 def test_default_evaluator_reads_logs_from_sql_and_notifies_no_alertmanager() -> None:
@@ -201,7 +241,7 @@ def test_default_evaluator_reads_logs_from_sql_and_notifies_no_alertmanager() ->
 
 
 def test_opensearch_url_alone_keeps_events_in_sql() -> None:
-    result = render_chart(CHART_DIR, {"evaluator": {"opensearch": {"url": "https://os:9200"}}})
+    result = render({"evaluator": {"opensearch": {"url": "https://os:9200"}}})
     env = env_map(container(one(result, "Deployment")))
     assert env["POLICYWATCH_LOG_STORE"]["value"] == "opensearch"
     assert env["POLICYWATCH_EVENT_STORE"]["value"] == "sql"
@@ -264,23 +304,48 @@ def test_monitors_scrape_both_collector_paths_with_the_rules_job_names(scenario:
     ],
 )
 def test_contradictory_values_stop_the_install_with_a_message(overlay: dict[str, Any], message: str) -> None:
-    with pytest.raises(ChartFail, match=message):
-        render_chart(CHART_DIR, overlay)
+    with pytest.raises(HelmFailed) as failed:
+        render(overlay)
+    assert message in failed.value.stderr
 
 
 def test_components_can_be_turned_off() -> None:
-    result = render_chart(CHART_DIR, {"evaluator": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    result = render(
+        {"evaluator": {"enabled": False}, "serviceMonitor": {"enabled": True}}, api_versions=PROMETHEUS_OPERATOR_APIS
+    )
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in result.all())
     assert ("Deployment", "policywatch-evaluator") not in kinds
     assert ("ServiceMonitor", "policywatch-collector") in kinds
     assert all("evaluator" not in name for _, name in kinds)
-    result = render_chart(CHART_DIR, {"collector": {"enabled": False}, "rbac": {"create": False}})
+    result = render({"collector": {"enabled": False}, "rbac": {"create": False}})
     assert {d["kind"] for d in result.all()} == {"Deployment", "Service", "Secret"}
     assert one(result, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 
 def test_release_name_shapes_resource_names() -> None:
-    result = render_chart(CHART_DIR, {}, release="netsec")
+    result = render(release="netsec")
     assert one(result, "DaemonSet")["metadata"]["name"] == "netsec-policywatch-collector"
-    result = render_chart(CHART_DIR, {"fullnameOverride": "pw"}, release="netsec")
+    result = render({"fullnameOverride": "pw"}, release="netsec")
     assert one(result, "Deployment")["metadata"]["name"] == "pw-evaluator"
+
+
+@pytest.mark.parametrize(
+    ("overlay", "where"),
+    [
+        ({"collector": {"port": "9081x"}}, "/collector/port"),
+        ({"collector": {"port": 70000}}, "/collector/port"),
+        ({"collector": {"markMask": "ff"}}, "/collector/markMask"),
+        ({"collector": {"prot": 9081}}, "/collector"),
+        ({"evaluator": {"auth": {"writeTokens": ["short"]}}}, "/evaluator/auth/writeTokens/0"),
+        ({"evaluator": {"database": {"url": "mysql://x"}}}, "/evaluator/database/url"),
+        ({"serviceMonitor": {"interval": "15 seconds"}}, "/serviceMonitor/interval"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"evaluator": {"alertmanagerUrl": "alertmanager:9093"}}, "/evaluator/alertmanagerUrl"),
+        ({"evaluator": {"opensearch": {"eventStore": "elasticsearch"}}}, "/evaluator/opensearch/eventStore"),
+    ],
+)
+def test_helm_refuses_values_the_schema_forbids_naming_the_field(overlay: dict[str, Any], where: str) -> None:
+    with pytest.raises(HelmFailed) as failed:
+        render(overlay)
+    assert "values don't meet the specifications of the schema" in failed.value.stderr
+    assert f"at '{where}'" in failed.value.stderr

@@ -55,7 +55,7 @@ class Kubectl:
         self.env = {"HOME": str(directory), "PATH": "/usr/bin:/bin", "KUBECACHEDIR": str(directory / "cache")}
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(  # noqa: S603 - fixed binary, test arguments
+        return subprocess.Popen(
             [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -66,7 +66,7 @@ class Kubectl:
     def __call__(
         self, *args: str, input_text: str | None = None, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(  # noqa: S603 - fixed binary, test arguments
+        result = subprocess.run(
             [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
             input=input_text,
             capture_output=True,

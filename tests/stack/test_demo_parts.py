@@ -14,8 +14,8 @@ from demo.samples import GLOBAL_ALERT, flow_logs, ndjson
 from demo.traffic import main as traffic_main
 from demo.traffic import send
 from demo.walkthrough import is_demo_series
+from devstack.services import WebhookReceiver
 from evaluator.query import compile_query
-from tests.fixtures.services import WebhookReceiver
 
 
 def test_sender_sends_exactly_count_at_its_rate() -> None:

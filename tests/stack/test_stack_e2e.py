@@ -21,7 +21,7 @@ from demo.samples import ALERT_NAME
 from demo.stack import BPF_STATS, DemoStack
 from demo.topology import FRONTEND_IPS, POLICY_DB, POLICY_FRONTEND
 from demo.walkthrough import EXPECTED_ALERTS, Walkthrough
-from tests.fixtures.services import http_get
+from devstack.services import http_get
 
 pytestmark = [pytest.mark.root, pytest.mark.prometheus]
 

@@ -15,7 +15,7 @@ from api.ctl.events import since_time
 from api.ctl.main import main as ctl
 from api.ctl.output import OutputError, check_output, render_template
 from evaluator.events import Event, SqlEventStore
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -80,7 +80,7 @@ def test_a_missing_object_prints_no_header(server: str, capsys: pytest.CaptureFi
     code, out, err = run(capsys, "--server", server, "get", "globalalerts")
     assert (code, out, err) == (0, "", "No resources found.\n")
     code, _, err = run(capsys, "--server", server, "get", "globalalerts", "--since", "1h")
-    assert code == 2 and "--alert and --since filter events" in err
+    assert code == 2 and "--alert, --since and --dismissed filter events" in err
 
 
 def test_get_events_filters_and_formats(
@@ -100,7 +100,7 @@ def test_get_events_filters_and_formats(
     code, out, err = run(capsys, "--server", server, "get", "events")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["TIME", "ALERT", "SEVERITY", "SUMMARY"]
+    assert lines[0].split() == ["TIME", "ALERT", "SEVERITY", "SUMMARY", "DISMISSED"]
     assert [line.split()[1] for line in lines[1:]] == ["b", "a", "a"]  # newest first
     assert "ssh: dev" in lines[2]
 

@@ -16,11 +16,11 @@ import sqlalchemy as sa
 
 from evaluator.alerts import AlertStatus, GlobalAlertSpec
 from evaluator.engine.model import Bucket, Hit, StoreError, Window
-from evaluator.engine.tables import alert_instances, alert_runs, alert_schedule, alert_seen_hits
+from evaluator.engine.tables import alert_instances, alert_runs, alert_schedule, alert_seen_hits, delivery_outbox
 from evaluator.events import events_table
 from evaluator.ports import StoredAlert
 
-ENGINE_TABLES = [events_table, alert_instances, alert_seen_hits, alert_schedule, alert_runs]
+ENGINE_TABLES = [events_table, alert_instances, alert_seen_hits, alert_schedule, alert_runs, delivery_outbox]
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

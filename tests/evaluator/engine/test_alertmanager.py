@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from engine_helpers import FakeClock, MemoryRepository, ScriptedStore, create_engine_tables, spec
 from prometheus_client import CollectorRegistry
 
+from devstack.services import WebhookReceiver, free_port, wait_until
 from evaluator.engine.metrics import EngineMetrics
 from evaluator.engine.model import Bucket
 from evaluator.engine.notify import AlertmanagerNotifier, Notification, NotifyError
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig
-from tests.fixtures.services import WebhookReceiver, free_port, wait_until
+from tests.evaluator.engine.engine_helpers import FakeClock, MemoryRepository, ScriptedStore, create_engine_tables, spec
 
 pytestmark = pytest.mark.prometheus
 

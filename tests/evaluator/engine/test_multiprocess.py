@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from engine_helpers import spec
 
 from api.db import migrate
 from api.resources import GLOBAL_ALERT, ObjectIn
 from api.store import ObjectStore
+from devstack.services import free_port, http_get, wait_until
 from evaluator.engine.tables import alert_runs
 from evaluator.events import events_table, utc
-from tests.fixtures.services import free_port, http_get, wait_until
+from tests.evaluator.engine.engine_helpers import spec
 
 pytestmark = pytest.mark.postgres
 ALERTS = 40

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_data import flow
-from engine_helpers import T0, spec
 from opensearchpy import OpenSearch
 from pydantic import SecretStr, ValidationError
 
+from devstack.services import free_port
 from evaluator.engine.config import EngineSettings
 from evaluator.engine.execute import run
 from evaluator.engine.model import BucketCapReached, StoreError, Window
@@ -27,7 +26,8 @@ from evaluator.engine.opensearch_events import OpenSearchEventStore
 from evaluator.engine.runtime import opensearch_client
 from evaluator.events import Event, EventQuery
 from evaluator.query import compile_query
-from tests.fixtures.services import free_port
+from tests.evaluator.engine.engine_data import flow
+from tests.evaluator.engine.engine_helpers import T0, spec
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 RANGE = {

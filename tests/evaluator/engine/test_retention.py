@@ -6,8 +6,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from engine_data import dns, flow
-from engine_helpers import T0, FakeClock
 
 from evaluator.db import metadata
 from evaluator.engine.retention import Retention
@@ -15,6 +13,8 @@ from evaluator.engine.sqlstore import SqlLogStore
 from evaluator.engine.tables import alert_instances, alert_runs
 from evaluator.events import Event, SqlEventStore, events_table
 from evaluator.logstore import insert_records, table_for, values_table_for
+from tests.evaluator.engine.engine_data import dns, flow
+from tests.evaluator.engine.engine_helpers import T0, FakeClock
 
 
 def test_old_logs_and_events_go(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from engine_helpers import T0, FakeClock, MemoryRepository, ScriptedStore, create_engine_tables, spec
 from prometheus_client import CollectorRegistry
 
 from evaluator.engine.metrics import EngineMetrics
@@ -18,6 +17,14 @@ from evaluator.engine.notify import Notification, NotifyError
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig
 from evaluator.engine.tables import alert_instances, alert_runs
 from evaluator.events import Event, EventPage, EventQuery, events_table, utc
+from tests.evaluator.engine.engine_helpers import (
+    T0,
+    FakeClock,
+    MemoryRepository,
+    ScriptedStore,
+    create_engine_tables,
+    spec,
+)
 
 pytestmark = pytest.mark.postgres
 MINUTE = timedelta(minutes=1)

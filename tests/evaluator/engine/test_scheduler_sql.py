@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from engine_data import audit, flow
-from engine_helpers import T0, FakeClock, MemoryRepository, spec
 from prometheus_client import CollectorRegistry
 
 from evaluator.db import metadata
@@ -20,6 +18,8 @@ from evaluator.engine.sqlstore import SqlLogStore
 from evaluator.engine.tables import alert_instances, alert_runs
 from evaluator.events import events_table, utc
 from evaluator.logstore import insert_records
+from tests.evaluator.engine.engine_data import audit, flow
+from tests.evaluator.engine.engine_helpers import T0, FakeClock, MemoryRepository, spec
 
 pytestmark = pytest.mark.postgres
 MIN = timedelta(minutes=1)

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from engine_data import audit, dns, flow
-from engine_helpers import T0, spec
 
 from evaluator.db import metadata
 from evaluator.engine.execute import run
 from evaluator.engine.model import BucketCapReached, Window
 from evaluator.engine.sqlstore import SqlLogStore
 from evaluator.logstore import insert_records
+from tests.evaluator.engine.engine_data import audit, dns, flow
+from tests.evaluator.engine.engine_helpers import T0, spec
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 MIN = timedelta(minutes=1)

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from engine_data import flow
-from engine_helpers import T0, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import StaticPool
@@ -25,6 +23,8 @@ from evaluator.query import compile_query
 from evaluator.query.evaluate import matches
 from evaluator.query.records import stored_values
 from evaluator.query.schema import field
+from tests.evaluator.engine.engine_data import flow
+from tests.evaluator.engine.engine_helpers import T0, spec
 
 WINDOW = Window.ending_at(T0, timedelta(minutes=10))
 KEYS = ["source_namespace", "action", "dest_labels.labels", "dest_port"]

@@ -98,6 +98,11 @@ def test_unknown_key_says_which_data_set_has_it() -> None:
         ("flows", 'dest_ip = "2001:db8::1:2:3:4/64"', 'dest_ip = "2001:db8::/64"'),
         ("dns", 'qname = "WWW.Example.COM"', "qname = www.example.com"),
         ("dns", 'qname = "bücher.de"', 'qname = "xn--bcher-kva.de"'),
+        # UTS 46 as Calico and browsers: IDNA 2008 keeps the sharp s (IDNA 2003 made it "strasse.de").
+        ("dns", 'qname = "straße.de"', 'qname = "xn--strae-oqa.de"'),
+        ("dns", 'qname = "ＥＸＡＭＰＬＥ.com"', "qname = example.com"),
+        ("dns", 'qname = "_sip._tcp.bücher.de"', 'qname = "_sip._tcp.xn--bcher-kva.de"'),
+        ("dns", 'qname = "www.example.com."', "qname = www.example.com"),
         ("flows", "action = ALLOW", "action = allow"),
         ("flows", "proto = 6", "proto = tcp"),
         ("flows", "proto = 132", 'proto = "132"'),
@@ -119,6 +124,10 @@ def test_unknown_key_says_which_data_set_has_it() -> None:
         ("audit", "level IN {request*}", "level IN {Request, RequestResponse}"),
         ("flows", "proto NOTIN {icmp*}", "proto NOTIN {icmp, icmp6}"),
         ("dns", "qname IN {*.Example.com, 'a.b'}", "qname IN {*.example.com, a.b}"),
+        # The README's label example: bare words may hold "-" as Kubernetes names do; the canonical text quotes them.
+        ("dns", '"servers.labels.k8s-app" = kube-dns', '"servers.labels.k8s-app" = "kube-dns"'),
+        ("dns", "servers.labels.k8s-app = kube-dns", '"servers.labels.k8s-app" = "kube-dns"'),
+        ("dns", "qname IN {kube-*, coredns}", 'qname IN {"kube-*", coredns}'),
         ("flows", "dest_port IN {80, 443, 80}", "dest_port IN {80, 443}"),
     ],
 )

@@ -1,0 +1,1 @@
+"""The Alerts page's parts: cookie sessions and sign-in (``auth``), and the HTML (``render``, ``page``)."""

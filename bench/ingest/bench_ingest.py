@@ -1,0 +1,248 @@
+"""Benchmark: 100k Calico flow records through the Elasticsearch-compatible ``POST /_bulk`` into the embedded store.
+
+The evaluator runs as ``policywatch-evaluator`` in its own process (one uvicorn worker, no scheduler); the
+client sends Elasticsearch bulk bodies (action line + flow document, gzip as Fluent Bit and Vector send
+them) on a few connections and checks that every record is stored exactly once. The baseline, in the same
+run and on the same database kind, inserts the same records' rows (mapped beforehand) with one
+executemany per table: what the database alone costs. Target: >= 50,000 records/s on SQLite.
+
+    .venv/bin/python bench/ingest/bench_ingest.py [--records 100000] [--batch 5000] [--concurrency 2]
+        [--postgres | --sqlite-only] [--no-gzip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the repository root, for tests.fixtures
+from tests.fixtures.services import PostgresServer, free_port  # noqa: E402
+
+TARGET = 50_000
+T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+def flow_records(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Calico Enterprise flow documents as fluentd ships them: a few hundred workloads, many source ports."""
+    rng = random.Random(seed)
+    namespaces = [f"ns-{i}" for i in range(20)]
+    out = []
+    for i in range(count):
+        end = T0 - timedelta(seconds=rng.randrange(0, 3600))
+        namespace = rng.choice(namespaces)
+        deny = rng.random() < 0.1
+        out.append(
+            {
+                "start_time": int((end - timedelta(minutes=5)).timestamp()),
+                "end_time": int(end.timestamp()),
+                "action": "deny" if deny else "allow",
+                "bytes_in": rng.randrange(0, 1 << 20),
+                "bytes_out": rng.randrange(0, 1 << 20),
+                "dest_ip": f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
+                "dest_name": f"db-{rng.randrange(30)}",
+                "dest_name_aggr": "db-*",
+                "dest_namespace": namespace,
+                "dest_port": rng.choice((5432, 443, 80, 6379)),
+                "dest_type": "wep",
+                "dest_labels": {"labels": [f"app=db-{rng.randrange(5)}", "tier=data"]},
+                "reporter": "dst",
+                "num_flows": 1,
+                "num_flows_completed": 1,
+                "num_flows_started": 1,
+                "http_requests_allowed_in": 0,
+                "http_requests_denied_in": 0,
+                "packets_in": rng.randrange(1, 1000),
+                "packets_out": rng.randrange(1, 1000),
+                "proto": "tcp",
+                "policies": {"all_policies": [f"0|default|{namespace}/default.p{rng.randrange(9)}|allow"]},
+                "source_ip": f"192.168.{rng.randrange(256)}.{rng.randrange(256)}",
+                "source_name": f"web-{rng.randrange(50)}",
+                "source_name_aggr": "web-*",
+                "source_namespace": namespace,
+                "source_port": 1024 + i % 60000,
+                "source_type": "wep",
+                "source_labels": {"labels": ["app=web"]},
+                "original_source_ips": [],
+                "num_original_source_ips": 0,
+                "host": f"node-{rng.randrange(10)}",  # fields outside the schema are kept in the record
+            }
+        )
+    return out
+
+
+def bulk_bodies(records: list[dict[str, Any]], batch: int, compress: bool) -> list[bytes]:
+    action = b'{"index":{"_index":"tigera_secure_ee_flows.cluster.20261203"}}\n'
+    bodies = []
+    for start in range(0, len(records), batch):
+        body = b"".join(action + orjson.dumps(r) + b"\n" for r in records[start : start + batch])
+        bodies.append(gzip.compress(body, compresslevel=1) if compress else body)
+    return bodies
+
+
+def migrated(url: str) -> None:
+    from api.db import migrate
+
+    migrate(url)
+
+
+def stored(url: str) -> tuple[int, int]:
+    """(records, distinct ingest keys) in the flows table."""
+    import sqlalchemy as sa
+
+    from api.db import make_engine
+    from evaluator.logstore import table_for
+
+    engine = make_engine(url)
+    main = table_for("flows")
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(main)).scalar_one()
+            keys = conn.execute(sa.select(sa.func.count(sa.distinct(main.c.ingest_key)))).scalar_one()
+    finally:
+        engine.dispose()
+    return int(count), int(keys)
+
+
+def baseline(url: str, records: list[dict[str, Any]]) -> float:
+    """records/s of one executemany per table of the already mapped rows (no HTTP, no parsing, no keys)."""
+    from api.db import make_engine
+    from evaluator.logstore import insert_rows, record_to_rows
+
+    mapped = [record_to_rows("flows", r, text=orjson.dumps(r).decode()) for r in records]
+    engine = make_engine(url)
+    try:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            insert_rows(conn, "flows", mapped)
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return len(records) / elapsed
+
+
+class Evaluator:
+    def __init__(self, url: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "api.server", "--port", str(self.port), "--database-url", url]
+        argv += ["--log-level", "warning", "--no-scheduler"]
+        env = {**os.environ, "POLICYWATCH_SCHEDULER_ENABLED": "false"}
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"evaluator exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"evaluator did not answer: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def send(url: str, bodies: list[bytes], concurrency: int, compress: bool) -> float:
+    headers = {"Content-Type": "application/x-ndjson"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    queue: Iterator[bytes] = iter(bodies)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in queue:
+            response = await client.post("/_bulk", content=body, headers=headers)
+            answer = response.json()
+            if response.status_code != 200 or answer["errors"]:
+                raise RuntimeError(f"bulk failed: {response.status_code} {str(answer)[:300]}")
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def run(label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.Namespace, tmp: Path) -> None:
+    bodies = bulk_bodies(records, args.batch, not args.no_gzip)
+    api_url = url_for("api")
+    migrated(api_url)
+    evaluator = Evaluator(api_url, tmp / f"{label}.log")
+    try:
+        evaluator.wait()
+        elapsed = asyncio.run(send(evaluator.url, bodies, args.concurrency, not args.no_gzip))
+        again = asyncio.run(send(evaluator.url, bodies[:1], 1, not args.no_gzip))  # a retried batch
+    finally:
+        evaluator.stop()
+    count, keys = stored(api_url)
+    base_url = url_for("baseline")
+    migrated(base_url)
+    base_rate = baseline(base_url, records)
+    rate = len(records) / elapsed
+    print(
+        f"{label:<10} /_bulk {rate:>9,.0f} records/s ({elapsed:.2f} s)   executemany baseline {base_rate:>9,.0f} "
+        f"records/s   ratio {rate / base_rate:.2f}   stored {count:,} (distinct keys {keys:,}; "
+        f"retried batch {again * 1000:.0f} ms, stored nothing twice: {count == len(records)})"
+    )
+    if label == "SQLite":
+        verdict = "met" if rate >= TARGET else "NOT met"
+        print(f"target SQLite >= {TARGET:,} records/s: {verdict} ({rate:,.0f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5_000, help="records per bulk request")
+    parser.add_argument("--concurrency", type=int, default=2, help="concurrent client connections")
+    parser.add_argument("--no-gzip", action="store_true", help="send the bodies uncompressed")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--postgres", action="store_true", help="PostgreSQL only")
+    which.add_argument("--sqlite-only", action="store_true", help="SQLite only")
+    args = parser.parse_args()
+    records = flow_records(args.records)
+    print(
+        f"policywatch ingest benchmark: {args.records:,} Calico flow records, {args.batch:,} per /_bulk request"
+        f"{' (gzip)' if not args.no_gzip else ''}, {args.concurrency} connections, one uvicorn worker, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        if not args.postgres:
+            run("SQLite", lambda kind: f"sqlite:///{tmp / kind}.db", records, args, tmp)
+        if not args.sqlite_only:
+            server = PostgresServer().start()
+            try:
+                run("PostgreSQL", lambda kind: server.create_database(f"bench_ingest_{kind}"), records, args, tmp)
+            finally:
+                server.stop()
+    print(
+        f"load average at the end {os.getloadavg()[0]:.1f} (a busy machine lowers the figures; the ratio holds better)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
