@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.api.conftest import EvaluatorProcess
+from tests.api.support import EvaluatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
