@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,7 @@ from api.security import authorize
 from api.settings import Settings
 from api.store import SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
-from evaluator.engine.runtime import EngineRuntime
+from evaluator.engine.runtime import EngineRuntime, Service
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -49,14 +49,6 @@ ROUTERS: list[APIRouter] = [
     discovery.router,
     openapi.router,
 ]
-
-
-class Service(Protocol):
-    """A long-running part of the process (the scheduler), started and stopped with the app."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 ServiceFactory = Callable[[Services], Sequence[Service]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,10 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("check_same_thread", False)
-        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S if lock_timeout is None else lock_timeout)
+        busy_timeout = SQLITE_BUSY_TIMEOUT_S if lock_timeout is None else lock_timeout
+        connect_args.setdefault("timeout", busy_timeout)
+        if not memory:
+            connect_args.setdefault("factory", serialized_writes(busy_timeout))
         engine = create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -88,6 +93,81 @@ def check_writable(url: str) -> None:
         raise
     finally:
         engine.dispose()
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+
+def serialized_writes(timeout: float) -> type[sqlite3.Connection]:
+    """A ``sqlite3.Connection`` class whose write transactions queue on one lock per engine.
+
+    SQLite has one writer at a time; a writer that finds the file locked polls with sleeps of up to 100 ms
+    (its busy handler), and under a steady stream of short write transactions (the scheduler's) it keeps
+    missing the moments the lock is free: API writes then wait for seconds. Queued on a lock in this
+    process instead, each writer starts the moment the previous one commits. Other processes still meet
+    the busy handler, as before; waiting longer than ``timeout`` is "database is locked", as from SQLite.
+    """
+    lock = threading.Lock()
+
+    class SerializedCursor(sqlite3.Cursor):
+        def execute(self, sql: str, parameters: Any = (), /) -> SerializedCursor:
+            connection: SerializedConnection = self.connection  # type: ignore[assignment]
+            connection.before(sql)
+            try:
+                super().execute(sql, parameters)
+            finally:
+                connection.after()
+            return self
+
+        def executemany(self, sql: str, parameters: Any, /) -> SerializedCursor:
+            connection: SerializedConnection = self.connection  # type: ignore[assignment]
+            connection.before(sql)
+            try:
+                super().executemany(sql, parameters)
+            finally:
+                connection.after()
+            return self
+
+    class SerializedConnection(sqlite3.Connection):
+        holds = False
+
+        def cursor(self, factory: Any = None) -> Any:
+            return super().cursor(factory or SerializedCursor)
+
+        def before(self, sql: str) -> None:
+            if not self.holds and sql.lstrip()[:16].upper().startswith(_WRITES):
+                if not lock.acquire(timeout=timeout):
+                    raise sqlite3.OperationalError("database is locked (waited for this process's other writers)")
+                self.holds = True
+
+        def after(self) -> None:
+            if self.holds and not self.in_transaction:  # an autocommit statement, or COMMIT / ROLLBACK as SQL
+                self.release()
+
+        def release(self) -> None:
+            if self.holds:
+                self.holds = False
+                lock.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self.release()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self.release()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self.release()
+
+    return SerializedConnection
 
 
 def alembic_config(url: str) -> Config:

@@ -62,7 +62,7 @@ class Settings(EngineSettings):
     )
     ingest_max_bytes: int = Field(default=32 * MIB, ge=1024, description="bulk bodies (decompressed) over this: 413")
     ingest_indices: str = Field(default=DEFAULT_INDEX_PATTERNS, description="/_bulk index GLOB=DATASET patterns")
-    ingest_concurrency: int = Field(default=4, ge=1, le=64, description="bulk requests stored at once (more wait)")
+    ingest_concurrency: int = Field(default=2, ge=1, le=64, description="bulk requests stored at once (more wait)")
     ingest_wait: float = Field(default=10.0, gt=0, le=600, description="seconds a bulk request waits, then 429")
     definitions: Literal["database", "kubernetes"] = Field(
         default="database", description="where GlobalAlerts live: the database, or the cluster's custom resources"

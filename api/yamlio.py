@@ -81,6 +81,19 @@ class _BoundedLoader(yaml.SafeLoader):
             raise DecodeError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
         return size
 
+    def scan_flow_scalar_non_spaces(self, double: bool, start_mark: Any) -> list[str]:
+        # PyYAML passes the number of a \x, \u or \U escape to chr() unchecked: beyond U+10FFFF it raises.
+        try:
+            chunks: list[str] = super().scan_flow_scalar_non_spaces(double, start_mark)
+        except (OverflowError, ValueError) as exc:
+            raise yaml.scanner.ScannerError(
+                "while scanning a double-quoted scalar",
+                start_mark,
+                "an escape names no Unicode character (the largest is \\U0010FFFF)",
+                self.get_mark(),
+            ) from exc
+        return chunks
+
     def construct_yaml_int(self, node: ScalarNode) -> int:
         digits = sum(c.isdigit() for c in str(node.value))
         if digits > MAX_INT_DIGITS:

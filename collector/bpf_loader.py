@@ -1,30 +1,49 @@
-"""Compiles bpf/denied.c with BCC, attaches it to skb:kfree_skb and drains its maps.
+"""The BPF program's life: installed once and pinned under bpffs, reused across agent restarts.
 
-Draining: point the program at the spare map (a map-in-map update, which waits for running programs), then
-read and empty the map it was counting into with batch lookup-and-delete (per key where the kernel lacks batch
-ops). Nothing writes the drained map meanwhile, so every counted drop is read exactly once.
+Its identity is a digest of its C text and the -D flags computed for this kernel; a pin directory
+``<bpf dir>/<digest>`` holding a ``link`` pin is that program, attached. A start finds it and reuses it (no compile,
+no moment without a program); another program is installed by a short-lived child process
+(collector/bpf_install.py, the only place BCC and LLVM are loaded) and replaces the old one, whose maps are drained
+once more before their pins go. Draining the pins is collector/pinned_source.py.
 """
 
 from __future__ import annotations
 
-import ctypes as ct
-import errno
+import hashlib
+import json
 import logging
-import os
 import socket
-import struct
+import subprocess
+import sys
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from bpf import source_path
+from collector import bpf_sys
 from collector.btf import Btf
 from collector.kernel import SkbLayout, TracepointArgs, check_headers, check_tracepoint, netfilter_drop_reason
 
 log = logging.getLogger(__name__)
 
-PROGRAM_NAME = "raw_tracepoint__kfree_skb"
-KEY_SIZE = 24  # struct drop_key
+DEFAULT_BPF_DIR = Path("/sys/fs/bpf/policywatch")
+# The pinned maps of one program (bpf/denied.c), besides its "prog" and "link" pins.
+MAPS = (
+    "drops_a",
+    "drops_b",
+    "drops_slot",
+    "overflow_a",
+    "overflow_b",
+    "overflow_slot",
+    "unplaced",
+    "generation",
+    "cache",
+    "inserts",
+    "drained",
+)
+KEY_SIZE = 32  # struct drop_key
+OVERFLOW_KEY_SIZE = 8  # struct overflow_key
 VALUE_SIZE = 16  # struct drop_value
 FAMILY_INET, FAMILY_INET6 = 4, 6
 UNKNOWN_SOURCE = "unknown"
@@ -36,6 +55,7 @@ class DropCount:
     src_ip: str
     packets: int
     bytes: int
+    netns: int = 0  # inode of the network namespace the drop happened in (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -52,7 +72,13 @@ class Drained:
 class DropSource(Protocol):
     """Where drop counts come from (the BPF program in production, a fake in unit tests)."""
 
-    def drain(self) -> Drained: ...
+    def drain(self) -> Drained:
+        """Swap maps and read the idle ones; nothing is deleted before ``commit()``."""
+        ...
+
+    def commit(self) -> None:
+        """Empty what the last ``drain()`` read (called once its counts are added and persisted)."""
+        ...
 
     def bpf_stats(self) -> tuple[int, int] | None:
         """(run_time_ns, run_count) of the program when kernel.bpf_stats_enabled=1, else None."""
@@ -94,209 +120,138 @@ def format_source(src_ip_bytes: bytes, family: int) -> str:
 
 def sum_per_cpu(blob: bytes | memoryview, ncpu: int, stride: int) -> tuple[int, int]:
     """Sum the {packets, bytes} of every CPU in one per-CPU value blob (``stride`` bytes per CPU)."""
-    packets = total = 0
-    for cpu in range(ncpu):
-        p, b = struct.unpack_from("<QQ", blob, cpu * stride)
-        packets += p
-        total += b
-    return packets, total
+    words = array("Q", bytes(blob[: ncpu * stride]))
+    step = stride // 8
+    return sum(words[0::step]), sum(words[1::step])
 
 
-class _BatchReader:
-    """Batch lookup-and-delete over one per-CPU hash map into preallocated buffers."""
+def sum_entries(values: bytes, count: int, ncpu: int) -> list[tuple[int, int]]:
+    """Per entry, {packets, bytes} summed over CPUs, for ``count`` per-CPU values of VALUE_SIZE bytes per CPU.
 
-    def __init__(self, lib: Any, fd: int, *, key_size: int, max_entries: int, ncpu: int) -> None:
-        self._lib = lib
-        self._fd = fd
-        self._key_size = key_size
-        self._value_size = VALUE_SIZE * ncpu
-        self._max = max_entries
-        self._keys = ct.create_string_buffer(key_size * max_entries)
-        self._values = ct.create_string_buffer(self._value_size * max_entries)
-
-    def read_and_delete(self) -> tuple[memoryview, memoryview, int] | None:
-        """(keys, values, count), or None when the kernel has no batch ops for this map."""
-        token = ct.c_uint32(0)
-        total = 0
-        first = True
-        while total < self._max:
-            count = ct.c_uint32(self._max - total)
-            res = self._lib.bpf_lookup_and_delete_batch(
-                self._fd,
-                None if first else ct.byref(token),
-                ct.byref(token),
-                ct.byref(self._keys, self._key_size * total),
-                ct.byref(self._values, self._value_size * total),
-                ct.byref(count),
-            )
-            err = ct.get_errno()
-            total += count.value
-            first = False
-            if res == 0:
-                if count.value == 0:
-                    break
-                continue
-            if err == errno.ENOENT:
-                break
-            if total == 0 and err in (errno.EINVAL, errno.ENOTSUP, 524):  # 524 = ENOTSUPP (kernel-internal)
-                return None
-            raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(err)}")
-        view_k = memoryview(self._keys.raw)[: self._key_size * total]
-        view_v = memoryview(self._values.raw)[: self._value_size * total]
-        return view_k, view_v, total
+    Array slices sum in C: no per-CPU Python loop, so a 128-CPU node costs two slices per entry.
+    """
+    words = array("Q", values[: count * ncpu * VALUE_SIZE])
+    width = 2 * ncpu
+    return [
+        (sum(words[i * width : (i + 1) * width : 2]), sum(words[i * width + 1 : (i + 1) * width : 2]))
+        for i in range(count)
+    ]
 
 
-class BpfDropSource:
-    """The production DropSource: the BPF program, loaded and attached at construction."""
+def program_digest(source: bytes, cflags: list[str]) -> str:
+    """Identity of a compiled program: its C text and its -D flags (which hold every kernel offset)."""
+    return hashlib.sha256(source + b"\0" + "\0".join(cflags).encode()).hexdigest()[:16]
 
-    def __init__(
-        self,
-        *,
-        config: ProgramConfig,
-        btf_path: Path | None = None,
-    ) -> None:
-        check_tracepoint()
-        check_headers()
-        btf = Btf.load(btf_path) if btf_path else Btf.load()
-        reason = netfilter_drop_reason(btf=btf)
-        layout = SkbLayout.from_btf(btf)
-        self.cflags = build_cflags(config=config, reason=reason, layout=layout, args=TracepointArgs.from_btf(btf))
-        self.source_file = source_path("denied.c")
-        from bcc import BPF  # imported late: importing bcc is slow and needs Debian's python3-bpfcc
-        from bcc.libbcc import lib
-        from bcc.utils import get_possible_cpus
 
-        self._config = config
-        self._lib = lib
+def ensure_bpffs(bpf_dir: Path) -> None:
+    """bpffs mounted at ``bpf_dir``'s parent (mounted here if it is not, as bpftool does); ``bpf_dir`` in it."""
+    root = bpf_dir.parent
+    if not bpf_sys.is_bpffs(root):
         try:
-            self._bpf = BPF(src_file=str(self.source_file).encode(), cflags=self.cflags)
-        except Exception as exc:  # BCC raises bare Exception for compile and load errors
-            raise LoadError(f"BPF program {self.source_file} failed to load: {exc}") from exc
-        self._ncpu = len(get_possible_cpus())
-        self._prog_fd: int = self._bpf.funcs[PROGRAM_NAME.encode()].fd
-        self._drops = [self._bpf[b"drops_a"], self._bpf[b"drops_b"]]
-        self._overflow = [self._bpf[b"overflow_a"], self._bpf[b"overflow_b"]]
-        self._drops_slot = self._bpf[b"drops_slot"]
-        self._overflow_slot = self._bpf[b"overflow_slot"]
-        self._unplaced = self._bpf[b"unplaced"]
-        self._generation = self._bpf[b"generation"]
-        self._cache = self._bpf[b"cache"]
-        self._active = 0
-        self._point_at(0)
-        self._readers = [
-            [
-                _BatchReader(lib, t.get_fd(), key_size=KEY_SIZE, max_entries=config.map_size, ncpu=self._ncpu)
-                for t in self._drops
-            ],
-            [
-                _BatchReader(lib, t.get_fd(), key_size=4, max_entries=config.overflow_size, ncpu=self._ncpu)
-                for t in self._overflow
-            ],
-        ]
-        self._unplaced_seen = (0, 0)
-        self._batch_ok = True
-
-    def _point_at(self, index: int) -> None:
-        zero = ct.c_int(0)
-        # generation first: the slot updates below wait for every program that may still use the old one
-        self._generation[zero] = ct.c_uint32(index)
-        self._drops_slot[zero] = ct.c_int(self._drops[index].get_fd())
-        self._overflow_slot[zero] = ct.c_int(self._overflow[index].get_fd())
-        self._active = index
-
-    def drain(self) -> Drained:
-        idle = self._active
-        self._point_at(1 - idle)  # waits for running programs: the idle maps now have no writer
-        drops = [
-            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=p, bytes=b)
-            for (pid, fam, addr), (p, b) in self._read(kind=0, index=idle)
-        ]
-        map_entries = len(drops)
-        drops.extend(self._read_cache(idle))
-        overflow = [
-            DropCount(policy_id=pid, src_ip="overflow", packets=p, bytes=b)
-            for (pid, _fam, _addr), (p, b) in self._read(kind=1, index=idle)
-        ]
-        total_p = total_b = 0
-        for per_cpu in self._unplaced.values():
-            for v in per_cpu:
-                total_p += v.packets
-                total_b += v.bytes
-        seen_p, seen_b = self._unplaced_seen
-        self._unplaced_seen = (total_p, total_b)
-        return Drained(
-            drops=drops,
-            overflow=overflow,
-            unplaced_packets=total_p - seen_p,
-            unplaced_bytes=total_b - seen_b,
-            map_entries=map_entries,
-        )
-
-    def _read_cache(self, index: int) -> list[DropCount]:
-        """The per-CPU last-key cache of a generation no program writes any more; emptied after reading."""
-        slot = ct.c_int(index)
-        found = [
-            DropCount(policy_id=pid, src_ip=format_source(addr, fam), packets=int(v.packets), bytes=int(v.bytes))
-            for v in self._cache[slot]
-            if v.packets
-            for pid, fam, addr in [_parse_key(bytes(v.key))]
-        ]
-        self._cache[slot] = self._cache.Leaf()
-        return found
-
-    def _read(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, bytes], tuple[int, int]]]:
-        key_size = KEY_SIZE if kind == 0 else 4
-        stride_v = VALUE_SIZE * self._ncpu
-        got = self._readers[kind][index].read_and_delete() if self._batch_ok else None
-        out: list[tuple[tuple[int, int, bytes], tuple[int, int]]] = []
-        if got is None:
-            if self._batch_ok:
-                log.info("kernel lacks batch map ops; draining key by key")
-                self._batch_ok = False
-            return self._read_per_key(kind=kind, index=index)
-        keys, values, count = got
-        for i in range(count):
-            out.append(
-                (
-                    _parse_key(keys[i * key_size : (i + 1) * key_size]),
-                    sum_per_cpu(values[i * stride_v : (i + 1) * stride_v], self._ncpu, VALUE_SIZE),
-                )
-            )
-        return out
-
-    def _read_per_key(self, *, kind: int, index: int) -> list[tuple[tuple[int, int, bytes], tuple[int, int]]]:
-        table = (self._drops if kind == 0 else self._overflow)[index]
-        out: list[tuple[tuple[int, int, bytes], tuple[int, int]]] = []
-        for key in list(table.keys()):
-            per_cpu = table[key]
-            packets = sum(v.packets for v in per_cpu)
-            nbytes = sum(v.bytes for v in per_cpu)
-            raw = bytes(key) if kind == 0 else struct.pack("<I", key.value)
-            out.append((_parse_key(raw), (packets, nbytes)))
-            del table[key]
-        return out
-
-    def bpf_stats(self) -> tuple[int, int] | None:
-        return read_prog_stats(self._prog_fd)
-
-    def recursion_misses(self) -> int | None:
-        """Runs the kernel skipped because the program was already running on that CPU (nested)."""
-        return read_fdinfo(self._prog_fd).get("recursion_misses")
-
-    @property
-    def program_id(self) -> int | None:
-        """The kernel's id of the attached program (``bpftool prog show id N``)."""
-        return read_fdinfo(self._prog_fd).get("prog_id")
-
-    def close(self) -> None:
-        self._bpf.cleanup()
+            bpf_sys.mount_bpffs(root)
+        except OSError as exc:
+            raise LoadError(
+                f"{root} is not bpffs and mounting it failed ({exc}); fix: mount -t bpf bpf {root}"
+            ) from exc
+    bpf_dir.mkdir(exist_ok=True)
 
 
-def _parse_key(raw: bytes | memoryview) -> tuple[int, int, bytes]:
-    if len(raw) == 4:
-        return struct.unpack("<I", raw)[0], 0, b""
-    policy, family = struct.unpack_from("<IB", raw, 0)
-    return policy, family, bytes(raw[8:24])
+def remove_pins(pin_dir: Path) -> None:
+    """Unpin a program directory: the link first (detaching the program), then its maps."""
+    for name in ("link", "prog", *MAPS):
+        (pin_dir / name).unlink(missing_ok=True)
+    for leftover in pin_dir.glob("*"):
+        leftover.unlink(missing_ok=True)
+    try:
+        pin_dir.rmdir()
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class Installed:
+    pin_dir: Path
+    reused: bool
+    retired: tuple[Path, ...] = ()  # replaced programs: detached, their maps still pinned for a last drain
+
+
+def program_cflags(config: ProgramConfig, *, btf_path: Path | None = None) -> list[str]:
+    btf = Btf.load(btf_path) if btf_path else Btf.load()
+    return build_cflags(
+        config=config,
+        reason=netfilter_drop_reason(btf=btf),
+        layout=SkbLayout.from_btf(btf),
+        args=TracepointArgs.from_btf(btf),
+    )
+
+
+def ensure_installed(*, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR) -> Installed:
+    """The pinned program for this configuration and kernel, found or installed by a short-lived child process.
+
+    Everything heavy happens in the child: parsing the kernel's BTF (some 60 MB of Python objects) and, when the
+    program is not pinned yet, BCC and LLVM; so none of it stays resident in the agent."""
+    request = {
+        "mark_mask": config.mark_mask,
+        "map_size": config.map_size,
+        "overflow_size": config.overflow_size,
+        "bpf_dir": str(bpf_dir),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.bpf_install"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        reply = {"error": done.stderr.strip() or f"the installer exited {done.returncode}"}
+    if done.returncode != 0 or "error" in reply:
+        raise LoadError(str(reply.get("error")))
+    return Installed(
+        pin_dir=Path(reply["pin_dir"]), reused=bool(reply["reused"]), retired=tuple(Path(p) for p in reply["retired"])
+    )
+
+
+def find_or_install(*, config: ProgramConfig, bpf_dir: Path, btf_path: Path | None = None) -> Installed:
+    """The installer child's work (collector/bpf_install.py): reuse the pinned program, or compile and pin it."""
+    from collector.bpf_install import install
+
+    check_tracepoint()
+    cflags = program_cflags(config, btf_path=btf_path)
+    source = source_path("denied.c")
+    ensure_bpffs(bpf_dir)
+    pin_dir = bpf_dir / program_digest(source.read_bytes(), cflags)
+    if (pin_dir / "link").exists():
+        return Installed(pin_dir=pin_dir, reused=True)
+    check_headers()
+    if pin_dir.exists():
+        remove_pins(pin_dir)  # an install that died midway
+    others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
+    try:
+        install(source=source, cflags=cflags, pin_dir=pin_dir, retire=list(others))
+    except Exception as exc:  # BCC raises bare Exception for compile and load errors
+        if not (pin_dir / "link").exists():
+            remove_pins(pin_dir)
+        raise LoadError(f"BPF program {source} failed to load: {' '.join(str(exc).split())[:2000]}") from exc
+    return Installed(pin_dir=pin_dir, reused=False, retired=others)
+
+
+def uninstall(bpf_dir: Path = DEFAULT_BPF_DIR) -> list[Path]:
+    """Detach and unpin every program under ``bpf_dir``; return the directories removed."""
+    removed = []
+    if bpf_dir.is_dir():
+        for pin_dir in sorted(bpf_dir.iterdir()):
+            if pin_dir.is_dir():
+                remove_pins(pin_dir)
+                removed.append(pin_dir)
+        try:
+            bpf_dir.rmdir()
+        except OSError:
+            pass
+    return removed
 
 
 def read_fdinfo(fd: int, *, proc: Path = Path("/proc/self/fdinfo")) -> dict[str, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 
 _MAGIC = 0xEB9F
+_KIND_VOID = 0  # type id 0: void, which BTF does not encode
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 2, 3, 4, 5, 6
 _KIND_TYPEDEF, _KIND_VOLATILE, _KIND_CONST, _KIND_RESTRICT = 8, 9, 10, 11
 _KIND_FUNC_PROTO, _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_TYPE_TAG, _KIND_ENUM64 = 13, 14, 15, 17, 18, 19
@@ -87,7 +88,7 @@ class Btf:
             end = strings.index(b"\0", off)
             return strings[off:end].decode()
 
-        types: list[BtfType] = [BtfType(kind=0, name="void", size_or_type=0)]
+        types: list[BtfType] = [BtfType(kind=_KIND_VOID, name="void", size_or_type=0)]
         pos = 0
         while pos < len(types_blob):
             name_off, info, size_or_type = struct.unpack_from("<3I", types_blob, pos)

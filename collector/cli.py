@@ -14,9 +14,13 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+from prometheus_client.registry import CollectorRegistry
+
 from bpf import source_path
+from collector import lifecycle
 from collector.agent import Agent
-from collector.bpf_loader import BpfDropSource, LoadError, ProgramConfig, build_cflags
+from collector.bpf_loader import LoadError, ProgramConfig, build_cflags
+from collector.bpf_loader import uninstall as bpf_uninstall
 from collector.btf import Btf, BtfError
 from collector.config import ENV_ENABLED, ENV_PORT, CollectorConfig, ConfigError, parse_config
 from collector.exporter import denied_registry, render_text
@@ -29,8 +33,8 @@ from collector.kernel import (
     kernel_release,
     netfilter_drop_reason,
 )
-from collector.nft import PolicyNames
-from collector.policies import PolicyResolver
+from collector.pinned_source import PinnedDropSource
+from collector.policies import NamespaceNames, PolicyResolver
 from collector.rulesets import NftRulesetReader, check_libnftables
 from collector.series import SeriesStore
 from collector.server import HEALTH_PATH, METRICS_PATH, MetricsServer, negotiated, plain_text, tls_context
@@ -89,78 +93,121 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
         check_libnftables()
     except ImportError as exc:
         raise StartError(str(exc)) from exc
+    store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
+    metrics = denied_registry(store)
+    loaded: list[PinnedDropSource] = []  # the BPF source, once opened; the health registry reads it late
+    health = Health(
+        version=_version(),
+        kernel=kernel_release(),
+        bpf_stats=lambda: loaded[0].bpf_stats() if loaded else None,
+        recursion_misses=lambda: loaded[0].recursion_misses() if loaded else None,
+    )
+    # The port first: a busy port is one line at once, before the second or so a BPF compile takes.
+    server = bind_server(config, metrics=metrics, health=health)
     try:
-        store = SeriesStore(ttl=config.ttl, max_series=config.max_series)
-        metrics = denied_registry(store)
-        source = BpfDropSource(config=program_config(config))
-    except (KernelError, LoadError, BtfError) as exc:
-        raise StartError(str(exc)) from exc
-    try:
-        health = Health(
-            version=_version(),
-            kernel=kernel_release(),
-            bpf_stats=source.bpf_stats,
-            recursion_misses=source.recursion_misses,
-        )
-
-        def rebuilt(names: PolicyNames) -> None:
-            health.ruleset_refreshes.inc()
-            health.policy_conflicts.set(len(names.conflicts))
-
-        resolver = PolicyResolver(
-            mask=config.mark_mask, reader=NftRulesetReader(netns_dir=config.netns_dir), on_rebuild=rebuilt
-        )
-        resolver.refresh()
         try:
-            tls = tls_context(config.tls) if config.tls is not None else None
-        except (OSError, ValueError) as exc:
-            raise StartError(
-                f"TLS set-up failed ({config.tls}): {exc}; check the certificate, key and CA files"
-            ) from exc
-        try:
-            server = MetricsServer(
-                host=config.host,
-                port=config.port,
-                metrics=plain_text(partial(render_text, metrics)),
-                health=negotiated(health.registry),
-                tls=tls,
+            started = lifecycle.start(
+                config=program_config(config), bpf_dir=config.bpf_dir, state_file=config.state_file, store=store
             )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise StartError(
-                    f"port {config.port} is already in use on {config.host}; choose another with --port or {ENV_PORT}"
-                ) from exc
-            raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
-        agent = Agent(
-            source=source, store=store, resolver=resolver, health=health, ruleset_refresh=config.ruleset_refresh
-        )
-        server.start()
-        log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
-        scheme = "https" if config.tls else "http"
-        log.info(
-            "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",
-            scheme,
-            config.host,
-            server.port,
-            METRICS_PATH,
-            HEALTH_PATH,
-            config.mark_mask,
-        )
+        except (KernelError, LoadError, BtfError, OSError) as exc:
+            raise StartError(str(exc)) from exc
+        source = started.source
+        loaded.append(source)
+        how = "reused, still attached from the last run" if started.installed.reused else "installed"
+        log.info("BPF program %s (%s); %d series continued from %s", source.pin_dir, how, started.restored,
+                 config.state_file)  # fmt: skip
         try:
-            agent.run(stop=stop, interval=config.drain_interval)
+            run_agent(config, started=started, store=store, health=health, server=server, stop=stop)
         finally:
-            server.stop()
+            source.close()
     finally:
-        source.close()
-    log.info("stopped: BPF program detached")
+        server.stop()
+    log.info(
+        "stopped; the BPF program stays attached under %s and counts until the next start "
+        "(policywatch-collector --uninstall detaches it)",
+        config.bpf_dir,
+    )
+
+
+def uninstall(config: CollectorConfig) -> None:
+    removed = bpf_uninstall(config.bpf_dir)
+    config.state_file.unlink(missing_ok=True)
+    print(f"{PROG}: detached and unpinned {len(removed)} BPF program(s) under {config.bpf_dir}; state file removed")
+
+
+def bind_server(config: CollectorConfig, *, metrics: CollectorRegistry, health: Health) -> MetricsServer:
+    try:
+        tls = tls_context(config.tls) if config.tls is not None else None
+    except (OSError, ValueError) as exc:
+        raise StartError(f"TLS set-up failed ({config.tls}): {exc}; check the certificate, key and CA files") from exc
+    try:
+        return MetricsServer(
+            host=config.host,
+            port=config.port,
+            metrics=plain_text(partial(render_text, metrics)),
+            health=negotiated(health.registry),
+            tls=tls,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"port {config.port} is already in use on {config.host}; choose another with --port or {ENV_PORT}"
+            ) from exc
+        raise StartError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+
+
+def run_agent(
+    config: CollectorConfig,
+    *,
+    started: lifecycle.Started,
+    store: SeriesStore,
+    health: Health,
+    server: MetricsServer,
+    stop: threading.Event,
+) -> None:
+    def rebuilt(names: NamespaceNames) -> None:
+        health.ruleset_refreshes.inc()
+        health.policy_conflicts.set(len(names.conflicts))
+
+    resolver = PolicyResolver(
+        mask=config.mark_mask, reader=NftRulesetReader(netns_dir=config.netns_dir), on_rebuild=rebuilt
+    )
+    resolver.refresh()
+    source = started.source
+    agent = Agent(
+        source=source,
+        store=store,
+        resolver=resolver,
+        health=health,
+        ruleset_refresh=config.ruleset_refresh,
+        export_unmarked=config.export_unmarked,
+        persist=lifecycle.persister(state_file=config.state_file, source=source, store=store),
+    )
+    for drained in started.retired:
+        agent.add(drained)
+    if started.retired:
+        lifecycle.persister(state_file=config.state_file, source=source, store=store)()
+    server.start()
+    log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
+    scheme = "https" if config.tls else "http"
+    log.info(
+        "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",
+        scheme,
+        config.host,
+        server.port,
+        METRICS_PATH,
+        HEALTH_PATH,
+        config.mark_mask,
+    )
+    agent.run(stop=stop, interval=config.drain_interval)
 
 
 def stop_on_signals() -> threading.Event:
-    """An event SIGTERM and SIGINT set: the drain loop ends, the program is detached, the process exits 0."""
+    """An event SIGTERM and SIGINT set: a last drain is counted and saved, the process exits 0."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received, detaching", signal.Signals(signum).name)
+        log.info("%s received, stopping after a last drain", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -182,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.print_bpf:
             print_bpf(config)
+        elif config.uninstall:
+            uninstall(config)
         else:
             serve(config, stop_on_signals())
     except (StartError, KernelError, BtfError) as exc:

@@ -39,6 +39,10 @@ class CollectorConfig:
     tls: TlsFiles | None = None
     print_bpf: bool = False
     log_level: str = "INFO"
+    export_unmarked: bool = False
+    bpf_dir: Path = Path("/sys/fs/bpf/policywatch")
+    state_file: Path = Path("/run/policywatch/collector-state.json")
+    uninstall: bool = False
 
 
 def _port(text: str, where: str) -> int:
@@ -90,6 +94,13 @@ def _bool(text: str, where: str) -> bool:
     raise ConfigError(f"{where}: {text!r} is not a boolean; use true or false")
 
 
+def _bpf_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_absolute() or len(path.parts) < 3:
+        raise ConfigError(f"--bpf-dir: {text!r} must be a directory inside a bpffs mount, e.g. /sys/fs/bpf/policywatch")
+    return path
+
+
 def _file(text: str, where: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -123,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help=f"serve HTTPS with this certificate (env {ENV_CERT})")
     p.add_argument("--tls-key", help=f"private key of --tls-cert (env {ENV_KEY})")
     p.add_argument("--tls-ca", help=f"require client certificates signed by this CA (env {ENV_CA})")
+    p.add_argument(
+        "--export-unmarked",
+        action="store_true",
+        help='also export drops no policy made as calico_denied_*{policy="unmarked"} (they always count in '
+        "policywatch_collector_unattributed_drops_total on /collector/metrics)",
+    )
+    p.add_argument(
+        "--bpf-dir",
+        default="/sys/fs/bpf/policywatch",
+        help="bpffs directory the program and its maps are pinned in; they stay attached across restarts",
+    )
+    p.add_argument(
+        "--state-file",
+        default="/run/policywatch/collector-state.json",
+        help="where series totals are kept across restarts",
+    )
+    p.add_argument(
+        "--uninstall", action="store_true", help="detach the BPF program, remove its pins and the state file, exit"
+    )
     p.add_argument("--print-bpf", action="store_true", help="print the BPF C source and its -D flags, then exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -175,4 +205,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> CollectorConfig
         tls=tls,
         print_bpf=args.print_bpf,
         log_level=args.log_level,
+        export_unmarked=args.export_unmarked,
+        bpf_dir=_bpf_dir(args.bpf_dir),
+        state_file=Path(args.state_file),
+        uninstall=args.uninstall,
     )

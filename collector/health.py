@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Health:
         recursion_misses: Callable[[], int | None] = lambda: None,
         registry: CollectorRegistry | None = None,
         sysctl: Path = BPF_STATS_SYSCTL,
+        started_at: float | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -96,6 +98,25 @@ class Health:
             "Mark ids bound to more than one rule comment in the current rulesets.",
             registry=r,
         )
+        self.unattributed_drops = Counter(
+            "policywatch_collector_unattributed_drops",
+            "Netfilter drops no policy made (no mark under the mask: conntrack INVALID, fib, a chain's policy drop, "
+            "kube-proxy's 0x8000), per network namespace; not in the /metrics series unless --export-unmarked.",
+            ("namespace",),
+            registry=r,
+        )
+        self.unattributed_bytes = Counter(
+            "policywatch_collector_unattributed_bytes",
+            "Bytes of policywatch_collector_unattributed_drops_total, per network namespace.",
+            ("namespace",),
+            registry=r,
+        )
+        start_time = Gauge(
+            "policywatch_collector_start_time_seconds",
+            "When this collector process started (Unix time): a restart, not a reset, when totals continue.",
+            registry=r,
+        )
+        start_time.set(started_at if started_at is not None else time.time())
         build_info = Gauge(
             "policywatch_collector_build_info",
             "Collector version and kernel release.",

@@ -12,7 +12,7 @@ from collector.btf import Btf, BtfError
 TRACEFS = Path("/sys/kernel/tracing")
 KFREE_SKB_FORMAT = "events/skb/kfree_skb/format"
 DROP_REASON = "NETFILTER_DROP"
-SKB_MEMBERS = ("len", "mark", "head", "data", "network_header", "protocol")
+SKB_MEMBERS = ("dev", "sk", "_skb_refdst", "len", "mark", "head", "network_header", "mac_header", "protocol")
 
 
 class KernelError(RuntimeError):
@@ -26,11 +26,20 @@ class SkbLayout:
     span_start: int
     span_len: int
     offsets: dict[str, int]
+    netns: dict[str, int]  # where the namespace inode is, from the device, the socket or the route
 
     @classmethod
     def from_btf(cls, btf: Btf) -> SkbLayout:
         try:
             fields = {name: btf.struct_member("sk_buff", name) for name in SKB_MEMBERS}
+            # possible_net_t is { struct net *net; }: the pointer sits at the member's own offset
+            netns = {
+                "NETDEV_NET": btf.struct_member("net_device", "nd_net").offset,
+                "SOCK_NET": btf.struct_member("sock", "__sk_common").offset
+                + btf.struct_member("sock_common", "skc_net").offset,
+                "DST_DEV": btf.struct_member("dst_entry", "dev").offset,
+                "NET_INUM": btf.struct_member("net", "ns").offset + btf.struct_member("ns_common", "inum").offset,
+            }
         except BtfError as exc:
             raise KernelError(str(exc)) from exc
         start = min(f.offset for f in fields.values())
@@ -39,6 +48,7 @@ class SkbLayout:
             span_start=start,
             span_len=end - start,
             offsets={name: f.offset - start for name, f in fields.items()},
+            netns=netns,
         )
 
     def defines(self) -> dict[str, int]:
@@ -48,9 +58,13 @@ class SkbLayout:
             "OFF_LEN": self.offsets["len"],
             "OFF_MARK": self.offsets["mark"],
             "OFF_HEAD": self.offsets["head"],
-            "OFF_DATA": self.offsets["data"],
             "OFF_NH": self.offsets["network_header"],
             "OFF_PROTOCOL": self.offsets["protocol"],
+            "OFF_DEV": self.offsets["dev"],
+            "OFF_SK": self.offsets["sk"],
+            "OFF_DST": self.offsets["_skb_refdst"],
+            "OFF_MAC": self.offsets["mac_header"],
+            **self.netns,
         }
 
 

@@ -78,6 +78,28 @@ class SeriesStore:
                 for (p, s), e in sorted(self._series.items())
             ]
 
+    def snapshot(self) -> list[tuple[str, str, int, int, float]]:
+        """(policy, srcIP, packets, bytes, seconds since the last drop) of every series, for the state file."""
+        now = self._clock()
+        with self._lock:
+            return [(p, s, int(e[0]), int(e[1]), now - e[2]) for (p, s), e in self._series.items()]
+
+    def restore(self, series: list[tuple[str, str, int, int, float]]) -> int:
+        """Series of a previous run, each ``age`` seconds past its last drop; those past the TTL stay gone."""
+        now = self._clock()
+        restored = 0
+        with self._lock:
+            for policy, src_ip, packets, nbytes, age in series:
+                if age >= self._ttl or (policy, src_ip) in self._series:
+                    continue
+                if src_ip != OVERFLOW_SOURCE:
+                    if self._per_source >= self._max:
+                        continue
+                    self._per_source += 1
+                self._series[(policy, src_ip)] = [packets, nbytes, now - age]
+                restored += 1
+        return restored
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._series)

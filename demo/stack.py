@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo.assets import JOB_COLLECTOR, JOB_COLLECTOR_HEALTH, JOB_EVALUATOR, RULES_FILE
 from demo.samples import ALERT_NAME, GLOBAL_ALERT, flow_logs, ndjson
@@ -120,6 +123,16 @@ class DemoStack:
             "--ruleset-refresh",
             "1",
         ]
+        # The demo's own pins and state file: the collector keeps its program attached across restarts, so a
+        # demo run must neither continue an earlier run's totals nor leave its program behind.
+        pins = ["--bpf-dir", f"/sys/fs/bpf/pwdemo-{secrets.token_hex(4)}", "--state-file", str(self.workdir / "state")]
+        argv += pins
+
+        def uninstall() -> None:
+            subprocess.run([venv_command("policywatch-collector"), "--uninstall", *pins], check=True, timeout=60,
+                           capture_output=True)  # fmt: skip
+
+        self._undo.append(uninstall)
         self.collector = ManagedProcess(argv, log_path=self.workdir / "collector.log")
         self._undo.append(self.collector.stop)
         self._wait_ready(self.collector, f"{self.collector_url}/metrics", "collector", timeout)
@@ -218,6 +231,18 @@ class DemoStack:
         if status != 200:
             raise StackError(f"collector /metrics answered {status}")
         return [line for line in body.decode().splitlines() if line.startswith("calico_denied_")]
+
+    def unattributed_drops(self) -> dict[str, float]:
+        """``policywatch_collector_unattributed_drops_total`` per namespace: drops no policy made."""
+        status, body = http_get(f"{self.collector_url}/collector/metrics")
+        if status != 200:
+            raise StackError(f"collector /collector/metrics answered {status}")
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "policywatch_collector_unattributed_drops_total":
+                    found[sample.labels["namespace"]] = sample.value
+        return found
 
     def firing_alerts(self) -> list[dict[str, Any]]:
         assert self.prometheus is not None

@@ -4,7 +4,9 @@ frontend (10.77.0.1, .11, .12, fd77::1)  <--veth-->  db (10.77.0.2, fd77::2)
 
 - db drops UDP 5432 from the frontend, tagged:  meta mark set 0x1d1 ... drop comment "demo-db/deny-frontend-to-postgres"
 - frontend drops UDP 53 from db, tagged:        meta mark set 0x1d2 ... drop comment "demo-frontend/deny-dns-from-db"
-- db also drops UDP 9 with no mark: the collector reports it as policy="unmarked".
+- db also drops UDP 9 with no mark: no policy made that drop, so the collector counts it in
+  policywatch_collector_unattributed_drops_total{namespace=db} on /collector/metrics, not as calico_denied_*;
+  UDP 10 is marked by a rule with no comment: exported under the fallback label policy="mark/0x1d3".
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ POLICY_DB = "demo-db/deny-frontend-to-postgres"
 POLICY_FRONTEND = "demo-frontend/deny-dns-from-db"
 MARK_DB = 0x1D1  # ids unlikely to clash with other rules on the host: the collector reads them all
 MARK_FRONTEND = 0x1D2
+MARK_UNNAMED = 0x1D3  # set and dropped by a rule with no comment: exported under the fallback label mark/0x1d3
 FRONTEND_IPS = ("10.77.0.1", "10.77.0.11", "10.77.0.12", "fd77::1")
 DB_IPS = ("10.77.0.2", "fd77::2")
 TABLE = "policywatch_demo"
@@ -72,6 +75,7 @@ class Topology:
                 f"    ip6 saddr fd77::/64 udp dport 5432 meta mark set {MARK_DB:#x} counter drop "
                 f'comment "{POLICY_DB}"\n'
                 "    udp dport 9 counter drop\n"
+                f"    udp dport 10 meta mark set {MARK_UNNAMED:#x} counter drop\n"
             ),
         )
         self.netns.nft(
@@ -91,7 +95,8 @@ class Topology:
             Flow(self.frontend, "10.77.0.12", "10.77.0.2", 5432, 2.0, POLICY_DB),
             Flow(self.frontend, "fd77::1", "fd77::2", 5432, 2.0, POLICY_DB),
             Flow(self.db, "10.77.0.2", "10.77.0.1", 53, 2.0, POLICY_FRONTEND),
-            Flow(self.frontend, "10.77.0.11", "10.77.0.2", 9, 1.0, "unmarked"),
+            Flow(self.frontend, "10.77.0.11", "10.77.0.2", 9, 1.0, "no policy: an unmarked drop"),
+            Flow(self.frontend, "10.77.0.12", "10.77.0.2", 10, 1.0, f"no comment: mark/{MARK_UNNAMED:#x}"),
         ]
 
     def start_traffic(self, *, seconds: float) -> None:

@@ -14,11 +14,11 @@ from demo.assets import RULES_FILE
 from demo.dashboards import PanelQuery, all_panel_queries
 from demo.samples import ALERT_NAME, GLOBAL_ALERT
 from demo.stack import DemoStack, StackError
-from demo.topology import DB_IPS, FRONTEND_IPS, MARK_DB, MARK_FRONTEND, POLICY_DB, POLICY_FRONTEND
+from demo.topology import DB_IPS, FRONTEND_IPS, MARK_DB, MARK_FRONTEND, MARK_UNNAMED, POLICY_DB, POLICY_FRONTEND
 from devstack.services import wait_until
 
-DEMO_POLICIES = (POLICY_DB, POLICY_FRONTEND)
-DEMO_SOURCES = (*FRONTEND_IPS, *DB_IPS)
+# The fallback label of a mark that no rule comment names is a demo series too.
+DEMO_POLICIES = (POLICY_DB, POLICY_FRONTEND, f"mark/{MARK_UNNAMED:#x}")
 # (alert, policy, srcIP or None): what the demo traffic must make Prometheus fire.
 EXPECTED_ALERTS = (
     ("CalicoDeniedNewSource", POLICY_DB, "10.77.0.1"),
@@ -29,10 +29,7 @@ EXPECTED_ALERTS = (
 
 def is_demo_series(line: str) -> bool:
     """A /metrics sample line of the demo's own traffic (the collector also counts the host's other drops)."""
-    srcs = tuple(f'srcIP="{ip}"' for ip in DEMO_SOURCES)
-    return any(f'policy="{p}"' in line for p in DEMO_POLICIES) or (
-        'policy="unmarked"' in line and any(s in line for s in srcs)
-    )
+    return any(f'policy="{p}"' in line for p in DEMO_POLICIES)
 
 
 class Walkthrough:
@@ -41,6 +38,7 @@ class Walkthrough:
         self.say: Callable[[str], None] = stack.say
         self.alert_timeout = alert_timeout
         self.metric_lines: list[str] = []
+        self.unattributed = 0.0  # the unmarked drop, from /collector/metrics
         self.ingest_answer: Any = None
         self.events: list[dict[str, Any]] = []
         self.firing: dict[tuple[str, str, str | None], dict[str, Any]] = {}
@@ -68,7 +66,7 @@ class Walkthrough:
         self.say(
             f'      {topo.frontend}: udp dport 53 meta mark set {MARK_FRONTEND:#x} drop comment "{POLICY_FRONTEND}"'
         )
-        self.say(f'      {topo.db}: udp dport 9 drop   (no mark: counted as policy="unmarked")')
+        self.say(f"      {topo.db}: udp dport 9 drop   (no mark: no policy made it, not a calico_denied series)")
         for flow in topo.flows():
             self.say(
                 f"      sending {flow.rate:g}/s  {flow.src} -> {flow.dst}:{flow.port}/udp  (denied by {flow.policy})"
@@ -82,15 +80,20 @@ class Walkthrough:
         def demo_lines() -> list[str]:
             lines = [line for line in self.stack.denied_lines() if is_demo_series(line)]
             have = {p for p in DEMO_POLICIES if any(f'policy="{p}"' in line for line in lines)}
-            unmarked = any('policy="unmarked"' in line for line in lines)
-            return lines if have == set(DEMO_POLICIES) and unmarked else []
+            return lines if have == set(DEMO_POLICIES) else []
 
         self.metric_lines = wait_until(demo_lines, timeout=60, interval=1, what="the demo's series on /metrics")
+        db = self.stack.topology.db
+        self.unattributed = wait_until(
+            lambda: self.stack.unattributed_drops().get(db, 0.0), timeout=60, interval=1, what="the unmarked drop"
+        )
         self.say(
             f"      GET {self.stack.collector_url}/metrics   (the demo's series; other drops on this host show too)"
         )
         for line in self.metric_lines:
             self.say(f"      {line}")
+        self.say(f"      GET {self.stack.collector_url}/collector/metrics   (drops no policy made, per namespace)")
+        self.say(f'      policywatch_collector_unattributed_drops_total{{namespace="{db}"}} {self.unattributed:g}')
 
     def monitoring(self) -> None:
         self.say("\n[3/6] Prometheus with the chart's alerting rules, Alertmanager with a webhook receiver")

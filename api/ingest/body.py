@@ -22,8 +22,10 @@ class BodyRefused(Exception):
 
 
 def is_ingest_path(path: str) -> bool:
-    """The paths that take bulk bodies (their own, larger limit)."""
-    return path.endswith("/_bulk") or path in WEBHOOK_PATHS
+    """The paths that take bulk bodies or log documents (their own, larger limit)."""
+    parts = path.split("/")
+    document_api = len(parts) in (3, 4) and parts[2] in ("_doc", "_create")  # /{index}/_doc[/{id}]
+    return path.endswith("/_bulk") or path in WEBHOOK_PATHS or document_api
 
 
 async def read_ingest_body(request: Request, limit: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -60,7 +61,10 @@ def _patterns(request: Request) -> IndexPatterns:
     return patterns
 
 
-async def _bulk(request: Request, services: ServicesDep, index: str | None) -> Response:
+async def _bulk(
+    request: Request, services: ServicesDep, index: str | None, single: tuple[str, str | None] | None = None
+) -> Response:
+    """A bulk request, or (``single`` = action, _id) one document of the document API as a bulk of one."""
     sql_logs = services.runtime.sql_logs
     if sql_logs is None:
         return es_error(
@@ -71,6 +75,8 @@ async def _bulk(request: Request, services: ServicesDep, index: str | None) -> R
     try:
         async with ingest_slot(request):
             body = await read_ingest_body(request, settings.ingest_max_bytes)
+            if single is not None:
+                body = _one_document_bulk(body, index, *single)
             answer = await run_ingest(
                 request,
                 lambda: ingest_es_bulk(
@@ -85,7 +91,23 @@ async def _bulk(request: Request, services: ServicesDep, index: str | None) -> R
     except IngestUnavailable as exc:
         kind = "es_rejected_execution_exception" if exc.status == 429 else "unavailable_shards_exception"
         return es_error(exc.status, kind, exc.message, exc.headers)
+    if single is not None:  # the document API answers with the one item, its status as the HTTP status
+        item = next(iter(answer["items"][0].values()))
+        if "error" in item:
+            return es_error(item["status"], item["error"]["type"], item["error"]["reason"])
+        return es_response(item, item["status"])
     return es_response(answer)
+
+
+def _one_document_bulk(body: bytes, index: str | None, action: str, doc_id: str | None) -> bytes:
+    meta: dict[str, Any] = {"_index": index}
+    if doc_id is not None:
+        meta["_id"] = doc_id
+    try:  # a document may be pretty-printed; a bulk line may not
+        line = orjson.dumps(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        raise BulkMalformed(1, f"the document is not JSON: {exc}") from exc
+    return orjson.dumps({action: meta}) + b"\n" + line + b"\n"
 
 
 @router.post("/_bulk", summary="Elasticsearch bulk API: index/create actions, the data set from _index")
@@ -106,6 +128,23 @@ async def index_bulk(index: str, request: Request, services: ServicesDep) -> Res
 @router.put("/{index}/_bulk", include_in_schema=False)
 async def index_bulk_put(index: str, request: Request, services: ServicesDep) -> Response:
     return await _bulk(request, services, index)
+
+
+@router.post("/{index}/_doc", summary="Elasticsearch document API: one document, its _id chosen here")
+async def index_document(index: str, request: Request, services: ServicesDep) -> Response:
+    return await _bulk(request, services, index, ("index", None))
+
+
+@router.put("/{index}/_doc/{doc_id}", include_in_schema=False)
+@router.post("/{index}/_doc/{doc_id}", include_in_schema=False)
+async def index_document_id(index: str, doc_id: str, request: Request, services: ServicesDep) -> Response:
+    return await _bulk(request, services, index, ("index", doc_id))
+
+
+@router.put("/{index}/_create/{doc_id}", include_in_schema=False)
+@router.post("/{index}/_create/{doc_id}", include_in_schema=False)
+async def create_document(index: str, doc_id: str, request: Request, services: ServicesDep) -> Response:
+    return await _bulk(request, services, index, ("create", doc_id))
 
 
 @router.get("/", summary="Elasticsearch root: the version shippers probe")

@@ -6,7 +6,13 @@ a bare FastAPI app in the same uvicorn configuration, returning the same JSON by
 database or validation, measured by the same client in the same run: ratios hold on any machine.
 Targets: GET one alert >= 1,000 requests/s with p99 <= 20 ms.
 
+Mixed load (``--mixed``, issue 17.6): the same 1,000 alerts, a fixed-rate mix of reads (GET one) and writes
+(POST a new alert, DELETE it again) at ``--rate`` requests/s, against the API with the scheduler running
+(period 1m, so all 1,000 run every minute over seeded flow logs) and against ``--no-scheduler``, measured
+in the same run: p99 of writes with the scheduler beside the one without (target <= 100 ms on SQLite).
+
     .venv/bin/python bench/api/bench_api.py [--seconds 5] [--concurrency 8] [--postgres]
+    .venv/bin/python bench/api/bench_api.py --mixed [--seconds 30] [--rate 50]
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ ALERTS = 1000
 ONE = "alert-0500"
 
 
-def alert(i: int) -> dict[str, Any]:
+def alert(i: int, *, period: str = "5m") -> dict[str, Any]:
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "GlobalAlert",
@@ -40,7 +46,7 @@ def alert(i: int) -> dict[str, Any]:
             "description": "ssh from ${source_namespace}/${source_name_aggr}: ${sum} flows",
             "severity": 1 + i % 100,
             "dataSet": "flows",
-            "period": "5m",
+            "period": period,
             "lookback": "15m",
             "query": f"action=deny AND dest_port={i % 65535} AND source_namespace NOTIN {{'kube-*'}}",
             "aggregateBy": ["source_namespace", "source_name_aggr"],
@@ -52,7 +58,7 @@ def alert(i: int) -> dict[str, Any]:
     }
 
 
-def seed(url: str) -> None:
+def seed(url: str, *, period: str = "5m", flows: int = 0) -> None:
     from api.db import make_engine, migrate
     from api.resources import GLOBAL_ALERT, parse_object
     from api.store import ObjectStore
@@ -61,7 +67,26 @@ def seed(url: str) -> None:
     engine = make_engine(url)
     store = ObjectStore(engine, GLOBAL_ALERT)
     for i in range(ALERTS):
-        store.create(obj=parse_object(alert(i), kind=GLOBAL_ALERT))
+        store.create(obj=parse_object(alert(i, period=period), kind=GLOBAL_ALERT))
+    if flows:
+        from datetime import UTC, datetime, timedelta
+
+        from evaluator.logstore import insert_records
+
+        now = datetime.now(UTC)
+        records = [
+            {
+                "end_time": int((now - timedelta(seconds=i % 600)).timestamp()),
+                "action": "deny",
+                "dest_port": i % 1000,
+                "source_namespace": f"ns{i % 13}",
+                "source_name_aggr": f"pod-{i % 17}",
+                "num_flows": 1,
+            }
+            for i in range(flows)
+        ]
+        with engine.begin() as conn:
+            insert_records(conn, "flows", records)
     engine.dispose()
 
 
@@ -76,6 +101,8 @@ def serve(kind: str, port: int, url: str) -> None:
 
     if kind == "api":
         app = create_app(Settings(database_url=url), registry=CollectorRegistry(), service_factory=lambda _s: [])
+    elif kind == "scheduler":  # the production default: the scheduler (and retention) beside the API
+        app = create_app(Settings(database_url=url), registry=CollectorRegistry())
     else:
         # Same bytes as the real answers, fetched once from the real app, served from memory.
         from fastapi.testclient import TestClient
@@ -124,6 +151,110 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
             length = int(value)
     await reader.readexactly(length)
     return status
+
+
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, host: str, path: str, body: bytes = b""
+) -> int:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return await _get(reader, writer, head.encode() + b"\r\n" + body)
+
+
+async def mixed_load(base: str, seconds: float, rate: float, write_share: float = 0.3) -> dict[str, list[float]]:
+    """Open-loop load: a request every ``1/rate`` s whatever the answers take (as real clients do), each on a
+    free keep-alive connection; a write share of them POST a new alert or DELETE the previous one.
+    Returns latencies (s) by "read" / "write", and the status codes other than 2xx/404 under "errors"."""
+    host, port = base.removeprefix("http://").split(":")
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(64):
+        idle.put_nowait(await asyncio.open_connection(host, int(port)))
+    out: dict[str, list[float]] = {"read": [], "write": [], "errors": []}
+    created: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(kind: str, method: str, path: str, body: bytes = b"") -> None:
+        reader, writer = await idle.get()
+        began = time.perf_counter()
+        status = await _request(reader, writer, method, host, path, body)
+        out[kind].append(time.perf_counter() - began)
+        if status >= 400 and status != 404:
+            out["errors"].append(float(status))
+        idle.put_nowait((reader, writer))
+
+    started = time.perf_counter()
+    for n in range(int(seconds * rate)):
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        if (n * write_share) % 1 >= 1 - write_share:  # an even spread of writes among the requests
+            if created and n % 2:
+                tasks.append(asyncio.create_task(one("write", "DELETE", f"/globalalerts/{created.pop(0)}")))
+            else:
+                body = alert(10_000 + n, period="1m")
+                created.append(body["metadata"]["name"])
+                tasks.append(asyncio.create_task(one("write", "POST", "/globalalerts", json.dumps(body).encode())))
+        else:
+            tasks.append(asyncio.create_task(one("read", "GET", f"/globalalerts/alert-{n % ALERTS:04d}")))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return out
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+
+
+def measure_mixed(url: str, seconds: float, rate: float) -> dict[str, dict[str, list[float]]]:
+    """The mixed load against ``--no-scheduler`` and with the scheduler, each on a fresh copy of one seed."""
+    import shutil
+
+    seed(url, period="1m", flows=20_000)
+    source = Path(url.removeprefix("sqlite:///"))
+    results: dict[str, dict[str, list[float]]] = {}
+    for kind in ("api", "scheduler"):
+        copy = source.with_name(f"{kind}.db")
+        shutil.copyfile(source, copy)
+        process, base = start(kind, f"sqlite:///{copy}")
+        try:
+            results[kind] = asyncio.run(mixed_load(base, seconds, rate))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        results[kind]["runs"] = [float(_alert_runs(f"sqlite:///{copy}"))]
+    return results
+
+
+def _alert_runs(url: str) -> int:
+    """Alert-periods the scheduler committed (to show it kept working while the API was measured)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.text("SELECT count(*) FROM alert_runs")) or 0)
+    finally:
+        engine.dispose()
+
+
+def report_mixed(results: dict[str, dict[str, list[float]]], seconds: float, rate: float) -> None:
+    print(f"policywatch API mixed load: {ALERTS} GlobalAlerts (period 1m) in SQLite, one uvicorn worker, "
+          f"{rate:.0f} req/s for {seconds:.0f} s (30% writes), {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'server':<16} {'kind':<6} {'count':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
+    names = {"api": "--no-scheduler", "scheduler": "with scheduler"}
+    for kind in ("api", "scheduler"):
+        for part in ("read", "write"):
+            values = results[kind][part]
+            print(
+                f"{names[kind]:<16} {part:<6} {len(values):>6} {_p(values, 0.5):>8.1f} {_p(values, 0.99):>8.1f} "
+                f"{max(values, default=0) * 1000:>8.1f} {len(results[kind]['errors']) if part == 'write' else '':>7}"
+            )
+    print(f"alert-periods the scheduler committed meanwhile: {results['scheduler']['runs'][0]:.0f}")
+    with_s, without = _p(results["scheduler"]["write"], 0.99), _p(results["api"]["write"], 0.99)
+    verdict = "met" if with_s <= 100 else "NOT met"
+    print(f"p99 of writes: {with_s:.1f} ms with the scheduler, {without:.1f} ms without ({with_s / without:.2f}x)")
+    print(f"target p99 of writes with the scheduler <= 100 ms: {verdict}")
 
 
 async def load(base: str, path: str, seconds: float, concurrency: int) -> tuple[float, float, float, int]:
@@ -182,7 +313,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent client connections")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")
-    parser.add_argument("--serve", choices=("api", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--mixed", action="store_true", help="mixed read/write load, scheduler vs --no-scheduler")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests/s of the mixed load")
+    parser.add_argument("--serve", choices=("api", "baseline", "scheduler"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,6 +323,11 @@ def main() -> int:
         serve(args.serve, args.port, args.db)
         return 0
 
+    if args.mixed:
+        with tempfile.TemporaryDirectory() as tmp:
+            mixed = measure_mixed(f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds, args.rate)
+        report_mixed(mixed, args.seconds, args.rate)
+        return 0
     server = None
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"

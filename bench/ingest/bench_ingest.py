@@ -30,8 +30,8 @@ import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # the repository root, for tests.fixtures
-from tests.fixtures.services import PostgresServer, free_port  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the repository root, for devstack
+from devstack.services import PostgresServer, free_port  # noqa: E402
 
 TARGET = 50_000
 T0 = datetime.now(UTC).replace(microsecond=0)

@@ -26,7 +26,19 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POLICYWATCH_", extra="ignore", frozen=True)
 
     scheduler_enabled: bool = Field(default=True, description="run the alert scheduler in this process")
-    scheduler_workers: int = Field(default=4, ge=1, le=64, description="alert runs in parallel")
+    scheduler_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="alert runs in parallel (default 4; 1 on SQLite, which has one writer and where parallel "
+        "runs only compete with the API for it and for the GIL)",
+    )
+
+    def workers_for(self, dialect: str) -> int:
+        if self.scheduler_workers is not None:
+            return self.scheduler_workers
+        return 1 if dialect == "sqlite" else 4
+
     scheduler_lease_ttl: str = Field(default="60s", description="a dead process's alerts are taken over after this")
     scheduler_max_catchup: int = Field(default=24, ge=1, le=10_000, description="missed periods run after downtime")
     scheduler_backoff_initial: str = Field(default="5s", description="first retry delay after a failed run")

@@ -76,11 +76,17 @@ class Document:
     rows: RecordRows | None = None
     outcome: Outcome | None = None
 
+    _key: str | None = None
+
     @property
     def key(self) -> str:
-        if self.doc_id is not None:
-            return f"id:{self.doc_id}"
-        return "hash:" + hashlib.blake2b(self.text.encode(), digest_size=16).hexdigest()
+        """The ingest key: ``id:`` + the _id, or ``hash:`` + a 128-bit BLAKE2b of the canonical JSON."""
+        if self._key is None:
+            if self.doc_id is not None:
+                self._key = f"id:{self.doc_id}"
+            else:
+                self._key = "hash:" + hashlib.blake2b(self.text.encode(), digest_size=16).hexdigest()
+        return self._key
 
     @property
     def response_id(self) -> str:
@@ -301,6 +307,9 @@ def validate(documents: Sequence[Document]) -> None:
             document.text = orjson.dumps(document.record, option=orjson.OPT_SORT_KEYS).decode()
             check_record_text(document.text, 0)
             document.rows = record_to_rows(document.dataset, document.record, text=document.text)
+            # The parsed record is no longer needed (its text is stored): a large request's memory halves.
+            document.rows.row.pop("record", None)
+            document.record = None
         except RecordInvalid as exc:
             document.fail(400, "mapper_parsing_exception", exc.reason, exc.field)
         except (TypeError, orjson.JSONEncodeError) as exc:

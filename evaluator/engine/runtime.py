@@ -26,6 +26,8 @@ from evaluator.ports import AlertRepository
 
 
 class Service(Protocol):
+    """A long-running part of the process (the scheduler), started and stopped with the app."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -76,7 +78,7 @@ class EngineRuntime:
             notifier=notifier,
             event_sink=event_sink,
             config=SchedulerConfig(
-                workers=settings.scheduler_workers,
+                workers=settings.workers_for(engine.dialect.name),
                 lease_ttl=settings.duration("scheduler_lease_ttl"),
                 max_catchup=settings.scheduler_max_catchup,
                 backoff_initial=settings.duration("scheduler_backoff_initial"),

@@ -16,10 +16,11 @@ import httpx
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from api.app import Service, create_app
+from api.app import create_app
 from api.deps import Services
 from api.settings import Settings
 from devstack.services import free_port
+from evaluator.engine.runtime import Service
 
 
 def no_services(_services: Services) -> list[Service]:

@@ -21,7 +21,7 @@ from api.db import migrate
 from tests.api.support import EvaluatorProcess
 
 WAITERS = 45  # more than the pool (5 + 10 overflow) and the thread pool (40) hold
-TIMEOUT_S = 2  # lock and pool timeouts of the server: how long a request may wait for the database
+TIMEOUT_S = 3  # lock and pool timeouts of the server: how long a request may wait for the database
 
 
 def alert(name: str) -> dict[str, object]:
@@ -110,10 +110,10 @@ def test_a_held_lock_gives_503_with_retry_after_and_health_never_waits(
     assert codes == {503: WAITERS}, codes
     assert retry_after == {"5"}
     assert events.status_code in (200, 503), events.text
-    # Health never waits for the database: not even once as long as a lock timeout (CPU is shared with the
-    # requests arriving at once, so the bound is loose), and typically in milliseconds.
-    assert max(health) < TIMEOUT_S / 2, f"/healthz took {max(health):.2f}s while {WAITERS} requests waited"
-    assert sorted(health)[len(health) // 2] < 0.1, health
+    # Health never waits for the database: a sync route would have queued behind threads each blocked for a
+    # whole lock timeout. The bounds are loose because CPU is shared with the requests arriving at once.
+    assert max(health) < TIMEOUT_S * 2 / 3, f"/healthz took {max(health):.2f}s while {WAITERS} requests waited"
+    assert sorted(health)[len(health) // 2] < 0.5, health
     assert elapsed < 8 * TIMEOUT_S, f"{WAITERS} requests took {elapsed:.1f}s with lock/pool timeouts of {TIMEOUT_S}s"
     # The lock gone, the same requests succeed: nothing was left half done.
     assert httpx.post(f"{base}/globalalerts", json=alert("after"), timeout=10).status_code == 201

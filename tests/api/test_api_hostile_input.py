@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
+from api.db import make_engine
+from api.models import GlobalAlertRow
 from api.settings import Settings
 from tests.api.support import no_services
 
@@ -169,3 +173,40 @@ def test_every_500_says_connection_close(db_url: str) -> None:
         assert response.headers["connection"] == "close"
         assert response.json()["reason"] == "InternalError"
         assert "connection" not in test_client.get("/healthz").headers
+
+
+def test_a_create_racing_a_delete_of_the_same_name_is_409(db_url: str) -> None:
+    """Deterministic form of the race: another client creates the name just before this INSERT and deletes
+    it just after it failed, so the store finds no object to report as existing (IntegrityError)."""
+    engine = make_engine(db_url)
+    other = make_engine(db_url)
+    app = create_app(
+        Settings(database_url=db_url), engine=engine, registry=CollectorRegistry(), service_factory=no_services
+    )
+    row = {"name": "raced", "uid": "u-other", "resource_version": 1, "generation": 1, "labels": {}, "annotations": {}}
+    table: Any = GlobalAlertRow.__table__
+    raced: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def race(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        verb = statement.lstrip().upper()
+        if verb.startswith("INSERT INTO GLOBAL_ALERTS") and not raced:
+            raced.append("created")  # just before this INSERT: it will fail on the primary key
+            now = datetime.now(UTC)
+            with other.begin() as c:
+                c.execute(table.insert().values(**row, created=now, updated=now, spec={}))
+        elif verb.startswith("SELECT") and raced == ["created"]:
+            raced.append("deleted")  # after it failed, before the store looks for the object it hit
+            with other.begin() as c:
+                c.execute(table.delete().where(table.c.name == "raced"))
+
+    try:
+        with TestClient(app) as test_client:
+            response = test_client.post("/globalalerts", json=alert("raced"))
+            assert raced == ["created", "deleted"]
+            assert response.status_code == 409, response.text
+            assert response.json()["reason"] == "Conflict"
+            assert test_client.post("/globalalerts", json=alert("raced")).status_code == 201  # a retry succeeds
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -1,4 +1,5 @@
-"""Helpers of the collector root tests: a real ``policywatch-collector`` process and traffic senders."""
+"""Helpers of the collector root tests: a real ``policywatch-collector`` process and its metrics
+(the traffic senders are in ``devstack.traffic``)."""
 
 from __future__ import annotations
 
@@ -14,30 +15,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
-
-# Sends COUNT UDP datagrams of SIZE payload bytes to HOST:PORT (run inside a namespace).
-UDP_SENDER = """
-import socket, sys
-host, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(count):
-    s.sendto(b"x" * size, (host, port))
-"""
-
-# Sends one UDP datagram from each of COUNT spoofed IPv4 sources BASE+i to HOST:PORT (IP_HDRINCL raw socket).
-SPOOF_SENDER = """
-import ipaddress, socket, struct, sys
-dst, port, base, count, repeat = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-payload = b"y" * 18
-base_int = int(ipaddress.IPv4Address(base))
-for _ in range(repeat):
-    for i in range(count):
-        src = socket.inet_aton(str(ipaddress.IPv4Address(base_int + i)))
-        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0, src, socket.inet_aton(dst))
-        s.sendto(ip + udp, (dst, 0))
-"""
 
 
 class RunningCollector:
@@ -67,6 +44,17 @@ class RunningCollector:
             for family in text_string_to_metric_families(response.text)
             for s in family.samples
         }
+
+    def health(self, name: str, **labels: str) -> float | None:
+        """One sample of /collector/metrics (e.g. ``health("policywatch_collector_unattributed_drops_total",
+        namespace="ns")``), or None when it is not there."""
+        response = self.scrape("/collector/metrics")
+        assert response.status_code == 200, response.text
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
 
     def wait_for(
         self, check: Callable[[dict[tuple[str, str, str], float]], bool], timeout: float = 10.0

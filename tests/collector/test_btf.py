@@ -60,7 +60,7 @@ def bpftool_offsets(members: tuple[str, ...]) -> dict[str, int]:
 @pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed (scripts/setup installs it)")
 def test_sk_buff_offsets_agree_with_bpftool() -> None:
     layout = SkbLayout.from_btf(Btf.load())
-    members = ("len", "mark", "head", "data", "network_header", "protocol")
+    members = ("dev", "sk", "_skb_refdst", "len", "mark", "head", "network_header", "mac_header", "protocol")
     expected = bpftool_offsets(members)
     assert set(expected) == set(members)
     assert {m: layout.span_start + layout.offsets[m] for m in members} == expected

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from devstack.netns import Netns
 from devstack.services import free_port
-from tests.collector.harness import COLLECTOR, SPOOF_SENDER, UDP_SENDER, RunningCollector
+from devstack.traffic import SPOOF_SENDER, UDP_SENDER
+from tests.collector.harness import COLLECTOR, RunningCollector
 
 pytestmark = pytest.mark.root
 
@@ -159,14 +161,19 @@ def test_rename_is_picked_up_without_restart_and_fallback_labels(
     time.sleep(1.0)  # past --ruleset-refresh
     send(netns, sender, V4_DST, 7001, 4, 10)
     send(netns, sender, V4_DST, 7005, 3, 10)  # mark 0x1ee set by a rule that does not drop: no name for it
-    send(netns, sender, V4_DST, 7006, 5, 10)  # dropped with no mark at all
+    send(netns, sender, V4_DST, 7006, 5, 10)  # dropped with no mark at all: no policy made it
     want = {
         ("calico_denied_packets", new, V4_SRC): 4,
         ("calico_denied_packets", "mark/0x1ee", V4_SRC): 3,
-        ("calico_denied_packets", "unmarked", V4_SRC): 5,
     }
     got = collector.wait_for(lambda s: all(s.get(k) == v for k, v in want.items()))
     assert {k: got.get(k) for k in want} == want
+    assert ("calico_denied_packets", "unmarked", V4_SRC) not in got
+    unattributed = "policywatch_collector_unattributed_drops_total"
+    deadline = time.monotonic() + 5
+    while collector.health(unattributed, namespace=receiver) != 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert collector.health(unattributed, namespace=receiver) == 5
     assert got[("calico_denied_packets", old, V4_SRC)] == 2  # the old name's series keeps its total until its TTL
     assert "ruleset_refreshes_total" in collector.scrape("/collector/metrics").text
 
@@ -201,13 +208,27 @@ def test_tiny_map_overflow_keeps_totals_exact(netns: Netns, start_collector: Cal
     assert overflow_total >= got[("calico_denied_packets", policy, "overflow")]
 
 
-def test_sigterm_detaches_and_exits_cleanly(start_collector: Callable[..., RunningCollector]) -> None:
+def test_sigterm_keeps_the_program_attached_and_uninstall_detaches_it(
+    start_collector: Callable[..., RunningCollector], collector_dirs: tuple[Path, Path]
+) -> None:
+    bpf_dir, state_file = collector_dirs
     collector = start_collector()
     prog_id = collector.program_id()
     assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
     assert collector.stop() == 0
-    assert "BPF program detached" in collector.log
+    assert "stays attached" in collector.log
+    # still counting with no agent running: the next start loses nothing
+    assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
+    done = subprocess.run(
+        [str(COLLECTOR), "--uninstall", "--bpf-dir", str(bpf_dir), "--state-file", str(state_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "detached and unpinned 1 BPF program" in done.stdout
     assert subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode != 0
+    assert not bpf_dir.exists() and not state_file.exists()
 
 
 def test_startup_errors_are_one_line(start_collector: Callable[..., RunningCollector]) -> None:
@@ -224,6 +245,7 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
         f"policywatch-collector: error: port {running.port} is already in use on 127.0.0.1; "
         "choose another with --port or FELIX_PROMETHEUSREPORTERPORT"
     ]
+    assert busy.stderr.splitlines() == errors  # found before the BPF load: no log lines before the error
     nobody = subprocess.run(
         [
             "setpriv",
@@ -243,9 +265,10 @@ def test_startup_errors_are_one_line(start_collector: Callable[..., RunningColle
     assert "needs root (or the capabilities CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF)" in nobody.stderr
 
 
-def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
-    """The BPF source in-process: the batch drain, then the per-key fallback (kernels without batch ops)."""
-    from collector.bpf_loader import BpfDropSource, DropCount, ProgramConfig
+def test_drain_batch_and_per_key_paths_agree(netns: Netns, collector_dirs: tuple[Path, Path]) -> None:
+    """The pinned source in-process: the batch drain, then the per-key fallback (kernels without batch ops)."""
+    from collector.bpf_loader import DropCount, ProgramConfig, ensure_installed
+    from collector.pinned_source import PinnedDropSource
 
     sender, receiver = pair(netns)
     netns.nft(
@@ -255,7 +278,8 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
         }
         }""",
     )
-    source = BpfDropSource(config=ProgramConfig(mark_mask=0x3FFF, map_size=256))
+    installed = ensure_installed(config=ProgramConfig(mark_mask=0x3FFF, map_size=256), bpf_dir=collector_dirs[0])
+    source = PinnedDropSource(installed.pin_dir)
     try:
 
         def mine(expected: list[DropCount]) -> list[DropCount]:
@@ -267,6 +291,7 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
                     if d.policy_id == 0x3A1:
                         p, b = merged.get((d.policy_id, d.src_ip), (0, 0))
                         merged[(d.policy_id, d.src_ip)] = (p + d.packets, b + d.bytes)
+                source.commit()
                 got = [DropCount(k[0], k[1], p, b) for k, (p, b) in sorted(merged.items())]
                 if got == expected or time.monotonic() > deadline:
                     return got
@@ -278,7 +303,7 @@ def test_drain_batch_and_per_key_paths_agree(netns: Netns) -> None:
         expected = [DropCount(0x3A1, V4_SRC, 7, 7 * 48), DropCount(0x3A1, V6_SRC, 2, 2 * 68)]
         assert mine(expected) == expected
         assert mine([]) == []  # drained means emptied
-        source._batch_ok = False  # as on a kernel without BPF_MAP_LOOKUP_AND_DELETE_BATCH
+        source.batch_ok = False  # as on a kernel without batch map ops
         send(netns, sender, V6_DST, 7001, 3, 20)
         send(netns, sender, V4_DST, 7001, 4, 20)
         expected = [DropCount(0x3A1, V4_SRC, 4, 4 * 48), DropCount(0x3A1, V6_SRC, 3, 3 * 68)]
@@ -295,7 +320,7 @@ def test_print_bpf_shows_source_and_kernel_defines(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert "-DMARK_MASK=0xff0u" in first and "-DNETFILTER_DROP_REASON=" in first and "-DSPAN_START=" in first
-    assert "RAW_TRACEPOINT_PROBE(kfree_skb)" in out
+    assert "int count_drops(struct bpf_raw_tracepoint_args *ctx)" in out
 
 
 def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
@@ -326,18 +351,27 @@ def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: C
 def test_one_mark_two_names_is_a_logged_conflict(
     netns: Netns, start_collector: Callable[..., RunningCollector]
 ) -> None:
+    """Within one namespace; the same mark in two namespaces is no conflict (each names its own drops)."""
     tag = secrets.token_hex(3)
     mark = 0x3000 + secrets.randbelow(0xFFF)
-    first, second = netns.add("conflict-a"), netns.add("conflict-b")
-    for ns, name in ((first, f"a-{tag}"), (second, f"b-{tag}")):
-        tagged_drop(netns, ns, port=7001, mark=mark, policy=name)
+    ns, elsewhere = netns.add("conflict"), netns.add("conflict-b")
+    netns.nft(
+        ns,
+        f"""table inet pwtest {{ chain input {{ type filter hook input priority 0;
+            udp dport 7001 meta mark set {mark:#x} counter drop comment "a-{tag}"
+            udp dport 7002 meta mark set {mark:#x} counter drop comment "b-{tag}"
+        }}
+        }}""",
+    )
+    tagged_drop(netns, elsewhere, port=7001, mark=mark, policy=f"c-{tag}")
     collector = start_collector()
     deadline = time.monotonic() + 10
     while "policy mark conflict" not in collector.log and time.monotonic() < deadline:
         time.sleep(0.1)
-    line = next(line for line in collector.log.splitlines() if "policy mark conflict" in line and tag in line)
-    # namespaces are read in name order: the first one's name is kept
-    assert f"keeping 'a-{tag}'" in line and f"'b-{tag}'" in line
+    lines = [line for line in collector.log.splitlines() if "policy mark conflict" in line and tag in line]
+    assert len(lines) == 1, collector.log
+    # rules are walked in order: the first one's name is kept
+    assert f"keeping 'a-{tag}'" in lines[0] and f"'b-{tag}'" in lines[0] and f"c-{tag}" not in lines[0]
     health = collector.scrape("/collector/metrics").text
     conflicts = next(line for line in health.splitlines() if line.startswith("policywatch_collector_policy_conflicts"))
     assert float(conflicts.split()[-1]) >= 1

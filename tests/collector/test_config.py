@@ -105,3 +105,18 @@ def test_disabled_reporter_exits_0(capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setenv("FELIX_PROMETHEUSREPORTERENABLED", "false")
     assert main([]) == 0
     assert "disabled" in capsys.readouterr().err
+
+
+def test_restart_and_attribution_flags() -> None:
+    default = parse_config([], {})
+    assert default.bpf_dir == Path("/sys/fs/bpf/policywatch")
+    assert default.state_file == Path("/run/policywatch/collector-state.json")
+    assert (default.export_unmarked, default.uninstall) == (False, False)
+    config = parse_config(
+        ["--export-unmarked", "--uninstall", "--bpf-dir", "/sys/fs/bpf/pw2", "--state-file", "/tmp/s.json"], {}
+    )
+    assert config.export_unmarked and config.uninstall
+    assert (config.bpf_dir, config.state_file) == (Path("/sys/fs/bpf/pw2"), Path("/tmp/s.json"))
+    for bad in ("relative/dir", "/sys"):
+        with pytest.raises(ConfigError, match="--bpf-dir: .* must be a directory inside a bpffs mount"):
+            parse_config(["--bpf-dir", bad], {})

@@ -4,16 +4,22 @@ is stored exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
+from api.app import create_app
 from api.db import make_engine, migrate
+from api.settings import Settings
 from devstack.services import PostgresServer
-from tests.api.support import make_client
+from tests.api.support import make_client, no_services
 from tests.ingest.helpers import count, es_bulk, ndjson, recent_flow
 
 INDEX = "tigera_secure_ee_flows.cluster.20251203"
@@ -106,3 +112,32 @@ def test_postgresql_refusing_connections_is_503_then_the_resent_batch_is_stored_
             conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.dispose()
         engine.dispose()
+
+
+def test_all_ingest_slots_busy_is_429_with_retry_after(tmp_path: Path) -> None:
+    """One slot, held by a request whose body is still arriving: the next request waits, then gets 429."""
+    url = f"sqlite:///{tmp_path / 'pw.db'}"
+    migrate(url)
+    app = create_app(
+        Settings(database_url=url, ingest_concurrency=1, ingest_wait=0.3),
+        registry=CollectorRegistry(),
+        service_factory=no_services,
+    )
+    body = es_bulk(INDEX, [recent_flow(source_port=1)])
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        await asyncio.sleep(1.0)  # a slow client: the slot is held while its body arrives
+        yield body
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pw") as client:
+            first = asyncio.create_task(client.post("/_bulk", content=slow_body()))
+            await asyncio.sleep(0.2)
+            second = await client.post("/_bulk", content=body)
+            return await first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.status_code == 200 and first.json()["errors"] is False
+    assert second.status_code == 429 and second.headers["retry-after"] == "2"
+    assert second.json()["error"]["type"] == "es_rejected_execution_exception"

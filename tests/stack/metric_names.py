@@ -15,6 +15,9 @@ COLLECTOR_HEALTH = {
     "policywatch_collector_bpf_run_time_seconds_total",
     "policywatch_collector_bpf_run_count_total",
     "policywatch_collector_build_info",
+    "policywatch_collector_unattributed_drops_total",
+    "policywatch_collector_unattributed_bytes_total",
+    "policywatch_collector_start_time_seconds",
 }
 EVALUATOR = {
     "policywatch_evaluator_alert_runs_total",

@@ -73,7 +73,8 @@ def test_webhook_keeps_alertmanager_notifications_and_refuses_garbage() -> None:
     ("line", "mine"),
     [
         ('calico_denied_packets{policy="demo-db/deny-frontend-to-postgres",srcIP="10.77.0.1"} 3', True),
-        ('calico_denied_bytes{policy="unmarked",srcIP="10.77.0.11"} 92', True),
+        # Only with --export-unmarked, which the demo does not pass: drops no policy made are not the demo's series.
+        ('calico_denied_bytes{policy="unmarked",srcIP="10.77.0.11"} 92', False),
         ('calico_denied_bytes{policy="unmarked",srcIP="10.3.129.1"} 92', False),
         ('calico_denied_packets{policy="other/deny",srcIP="10.77.0.1"} 3', False),
     ],

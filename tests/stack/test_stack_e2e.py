@@ -55,7 +55,11 @@ def test_collector_exports_the_demo_series(walk: Walkthrough) -> None:
     for src in FRONTEND_IPS:
         assert found[("calico_denied_packets", POLICY_DB, src)] >= 1
     assert found[("calico_denied_packets", POLICY_FRONTEND, "10.77.0.2")] >= 1
-    assert found[("calico_denied_packets", "unmarked", "10.77.0.11")] >= 1
+    assert found[("calico_denied_packets", "mark/0x1d3", "10.77.0.12")] >= 1
+    # The unmarked drop in db is no policy's: absent from calico_denied_*, counted in the collector's health counter.
+    assert not [line for line in walk.stack.denied_lines() if 'policy="unmarked"' in line]
+    assert walk.unattributed >= 1
+    assert walk.stack.unattributed_drops()[walk.stack.topology.db] >= walk.unattributed
     # Bytes are the IP packet's length: 64 B payload + 8 B UDP + 20 B IPv4 (or 40 B IPv6) per packet.
     for (name, policy, src), packets in found.items():
         if name == "calico_denied_packets":
