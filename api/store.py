@@ -164,6 +164,10 @@ class ObjectStore:
             return self._create(obj, now, dry_run=dry_run)
         except _RolledBack as done:
             return done.stored
+        except IntegrityError as exc:  # a writer outside this store (the store's own are queued on the counter)
+            if self.get(obj.name) is not None:
+                raise AlreadyExists(self.kind, obj.name) from exc
+            raise  # gone again meanwhile: 409 Conflict (api.faults)
 
     def _create(self, obj: ObjectIn, now: datetime, *, dry_run: bool) -> StoredObject:
         with self.engine.begin() as conn:
