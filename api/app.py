@@ -20,6 +20,7 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
 from api.ingest import is_ingest_path
+from api.kube import discovery, openapi
 from api.kube_controller.controller import KubeDefinitions
 from api.metrics import app_registry, http_requests_counter, metrics_router
 from api.middleware import BodyLimitMiddleware, HttpMetricsMiddleware, MethodsMiddleware, RequestGuardMiddleware
@@ -45,6 +46,8 @@ ROUTERS: list[APIRouter] = [
     dryrun.router,
     web.router,
     esbulk.router,
+    discovery.router,
+    openapi.router,
 ]
 
 

@@ -197,7 +197,9 @@ class MethodsMiddleware:
                 return  # a HEAD's body, or a stream after it: never sent
             if message["type"] == "http.response.start" and message["status"] == 405:
                 allowed = _allowed_methods(scope)
-                if allowed:
+                # Only the router's own 405 (no route for this method); a route that answers 405 itself (the REST
+                # API in --definitions=kubernetes mode) says what it allows.
+                if allowed and scope["method"] not in allowed:
                     headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
                     message = {**message, "headers": [*headers, (b"allow", ", ".join(allowed).encode())]}
             elif head and message["type"] == "http.response.body":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from evaluator.db import Base
@@ -52,3 +52,31 @@ class GlobalAlertStatusRow(Base):
     last_executed: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_event: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_conditions: Mapped[list[dict[str, str]]] = mapped_column(JSON, nullable=False)
+
+
+class ResourceVersionRow(Base):
+    """The one counter every object write draws its resourceVersion from (row ``id = 1``).
+
+    Incrementing it is a write transaction's first statement, so writers queue on this row: versions are
+    unique across the store's history (a re-created object never repeats one) and ascend in commit order,
+    which lets a watch read changes by version without missing one. ``compacted`` is the oldest version
+    a watch may still start from (older changes were pruned).
+    """
+
+    __tablename__ = "resource_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    current: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    compacted: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ResourceChangeRow(Base):
+    """One write (ADDED, MODIFIED, DELETED) of either kind, for ``?watch=true``; pruned to a window."""
+
+    __tablename__ = "resource_changes"
+
+    resource_version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), nullable=False)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)
+    object: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

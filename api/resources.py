@@ -26,7 +26,9 @@ from evaluator.alerts import (
 )
 from evaluator.events import rfc3339
 
-API_VERSION = "projectcalico.org/v3"
+GROUP = "projectcalico.org"
+VERSION = "v3"
+API_VERSION = f"{GROUP}/{VERSION}"
 TOP_LEVEL_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 # Server-owned metadata a client may echo back (e.g. `get -o yaml` then `apply`); ignored on write.
 SERVER_METADATA = ("uid", "creationTimestamp", "generation", "selfLink", "managedFields", "namespace")
@@ -44,6 +46,10 @@ class Kind:
     plural: str
     template: bool
 
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
 
 GLOBAL_ALERT = Kind("GlobalAlert", "GlobalAlertList", "globalalerts", template=False)
 GLOBAL_ALERT_TEMPLATE = Kind("GlobalAlertTemplate", "GlobalAlertTemplateList", "globalalerttemplates", template=True)
@@ -60,6 +66,7 @@ class ObjectIn:
     annotations: dict[str, str]
     spec: GlobalAlertSpec
     warnings: tuple[SpecWarning, ...]
+    uid: str | None = None  # a precondition when sent: the incarnation the client read
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,15 @@ class StoredObject:
     spec: dict[str, Any]
 
 
+class ObjectInvalid(SpecInvalid):
+    """``SpecInvalid`` of one object, knowing its kind and (when it has a valid one) its name."""
+
+    def __init__(self, errors: list[FieldError], *, kind: Kind, name: str | None) -> None:
+        super().__init__(errors)
+        self.kind = kind
+        self.name = name
+
+
 def parse_object(
     raw: Any,
     *,
@@ -88,8 +104,10 @@ def parse_object(
     """Validate a decoded object of ``kind``. ``path_name`` is the name in the URL of a PUT."""
     errors: list[FieldError] = []
     if not isinstance(raw, Mapping):
-        raise SpecInvalid(
-            [FieldError("", _short(raw), f"expected a {kind.kind} object with apiVersion, kind, metadata and spec")]
+        raise ObjectInvalid(
+            [FieldError("", _short(raw), f"expected a {kind.kind} object with apiVersion, kind, metadata and spec")],
+            kind=kind,
+            name=path_name,
         )
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
@@ -125,6 +143,10 @@ def parse_object(
         if path_name is not None and name != path_name:
             errors.append(FieldError("metadata.name", name, f"does not match the name in the URL ({path_name!r})"))
     resource_version = _resource_version(metadata.get("resourceVersion"), errors)
+    uid = metadata.get("uid")
+    if uid is not None and (not isinstance(uid, str) or not 0 < len(uid) <= 64):
+        errors.append(FieldError("metadata.uid", _short(uid), "must be the uid string the server returned"))
+        uid = None
     labels = _string_map("metadata.labels", metadata.get("labels"), errors, label=True)
     annotations = _string_map("metadata.annotations", metadata.get("annotations"), errors, label=False)
     spec: GlobalAlertSpec | None = None
@@ -136,7 +158,7 @@ def parse_object(
     except SpecInvalid as exc:
         errors.extend(exc.errors)
     if errors or spec is None or name is None:
-        raise SpecInvalid(errors)
+        raise ObjectInvalid(errors, kind=kind, name=name or path_name)
     return ObjectIn(
         name=name,
         resource_version=resource_version,
@@ -144,13 +166,15 @@ def parse_object(
         annotations=annotations,
         spec=spec,
         warnings=tuple(warnings),
+        uid=uid or None,
     )
 
 
 def _resource_version(value: Any, errors: list[FieldError]) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).isdigit():
+    digits = str(value)
+    if isinstance(value, bool) or not isinstance(value, str | int) or not (digits.isascii() and digits.isdigit()):
         errors.append(
             FieldError(
                 "metadata.resourceVersion", _short(value), "must be the resourceVersion string the server returned"

@@ -1,23 +1,31 @@
 """SQL persistence of GlobalAlerts and GlobalAlertTemplates, and the scheduler's ``AlertRepository``.
 
-Spec writes (``ObjectStore``) touch only the object tables; status writes (``SqlAlertRepository``) touch
-only ``global_alert_status``. A PUT is an UPDATE guarded by the resourceVersion it read, so of two
-concurrent PUTs from the same version exactly one wins and the other gets ``Conflict``.
+Spec writes (``ObjectStore``) touch only the object tables and the change log; status writes
+(``SqlAlertRepository``) touch only ``global_alert_status``. Every spec write draws a resourceVersion from
+one global counter, as Kubernetes does, so a version never repeats across delete and re-create; a PUT
+carrying a resourceVersion (or uid) applies only to that version (incarnation), so of two concurrent PUTs
+from the same version exactly one wins and the other gets ``Conflict``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Row, Select, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from api.models import GlobalAlertRow, GlobalAlertStatusRow, GlobalAlertTemplateRow
-from api.resources import GLOBAL_ALERT, Kind, ObjectIn, StoredObject
+from api.models import (
+    GlobalAlertRow,
+    GlobalAlertStatusRow,
+    GlobalAlertTemplateRow,
+    ResourceChangeRow,
+    ResourceVersionRow,
+)
+from api.resources import GLOBAL_ALERT, Kind, ObjectIn, StoredObject, render_object
 from evaluator.alerts import MAX_ERROR_CONDITIONS, AlertStatus, ErrorCondition, GlobalAlertSpec
 from evaluator.ports import StoredAlert
 
@@ -27,6 +35,11 @@ OBJECT_TABLES: dict[str, Table] = {
     "GlobalAlertTemplate": GlobalAlertTemplateRow.__table__,  # type: ignore[dict-item]
 }
 STATUS_TABLE: Table = GlobalAlertStatusRow.__table__  # type: ignore[assignment]
+VERSIONS_TABLE: Table = ResourceVersionRow.__table__  # type: ignore[assignment]
+CHANGES_TABLE: Table = ResourceChangeRow.__table__  # type: ignore[assignment]
+# Changes kept for watches (pruned every _PRUNE_EVERY writes); a watch from further back gets 410 Expired.
+WATCH_WINDOW = 10_000
+_PRUNE_EVERY = 100
 _PUT_RETRIES = 5
 
 
@@ -62,6 +75,16 @@ class AlreadyExists(StoreError):
         super().__init__(kind, name, f'{kind.kind} "{name}" already exists; use PUT (replace/apply) to change it')
 
 
+class Expired(Exception):
+    """A watch from a resourceVersion whose later changes are no longer all kept."""
+
+    def __init__(self, sent: int, oldest: int) -> None:
+        self.oldest = oldest
+        super().__init__(
+            f"too old resource version: {sent} (oldest kept: {oldest}); list again and watch from its resourceVersion"
+        )
+
+
 class Conflict(StoreError):
     def __init__(self, kind: Kind, name: str, sent: int, current: int | None) -> None:
         now = f"is now {current}" if current is not None else "changed meanwhile"
@@ -72,13 +95,30 @@ class Conflict(StoreError):
         )
 
 
+class UidConflict(StoreError):
+    def __init__(self, kind: Kind, name: str, sent: str, current: str) -> None:
+        super().__init__(
+            kind,
+            name,
+            f'{kind.kind} "{name}": precondition failed: uid {sent} in the request, but the object is now uid '
+            f"{current} (it was deleted and created again); get it again and re-apply your change",
+        )
+
+
+class _RolledBack(Exception):
+    """Ends a dry-run write's transaction (rolled back) carrying the object it would have stored."""
+
+    def __init__(self, stored: StoredObject) -> None:
+        self.stored = stored
+
+
 class ObjectStorePort(Protocol):
     """What the routes need of a store of one kind: ``ObjectStore`` (SQL), or the read-only view of the
     cluster's custom resources (``api.kube_controller.rest.ReadOnlyStore``, ``--definitions=kubernetes``)."""
 
     kind: Kind
 
-    def create(self, *, obj: ObjectIn) -> StoredObject: ...
+    def create(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject: ...
 
     def get(self, name: str) -> StoredObject | None: ...
 
@@ -90,15 +130,26 @@ class ObjectStorePort(Protocol):
 
     def max_resource_version(self) -> int: ...
 
-    def replace(self, *, obj: ObjectIn) -> StoredObject: ...
+    def replace(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject: ...
 
-    def delete(self, name: str) -> StoredObject | None: ...
+    def delete(
+        self, name: str, *, resource_version: int | None = None, uid: str | None = None, dry_run: bool = False
+    ) -> StoredObject | None: ...
+
+    def changes(self, *, after: int, limit: int) -> tuple[list[Change], int]: ...
 
     def statuses(self, names: list[str]) -> dict[str, AlertStatus]: ...
 
 
 class ObjectStore:
-    """Create, read, list, replace and delete objects of one kind."""
+    """Create, read, list, replace and delete objects of one kind.
+
+    Every write is one transaction that first draws its resourceVersion from the global counter
+    (``resource_versions``), which queues writers of both kinds on that row: preconditions are checked
+    against the latest committed state, so an unconditional PUT never conflicts, of concurrent DELETEs
+    exactly one finds the object, and a DELETE racing a POST of one name is ordered, never an error.
+    ``dry_run`` runs the whole write, checks included, then rolls it back (Kubernetes' ``dryRun=All``).
+    """
 
     def __init__(self, engine: Engine, kind: Kind, *, clock: Clock = utc_now) -> None:
         self.engine = engine
@@ -107,26 +158,37 @@ class ObjectStore:
         self.table = OBJECT_TABLES[kind.kind]
         self.clock = clock
 
-    def create(self, *, obj: ObjectIn) -> StoredObject:
+    def create(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
         now = self.clock()
-        stored = StoredObject(
-            name=obj.name,
-            uid=str(uuid.uuid4()),
-            resource_version=1,
-            generation=1,
-            created=now,
-            updated=now,
-            labels=obj.labels,
-            annotations=obj.annotations,
-            spec=obj.spec.to_dict(),
-        )
         try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(self.table).values(**_row_values(stored)))
-        except IntegrityError as exc:
+            return self._create(obj, now, dry_run=dry_run)
+        except _RolledBack as done:
+            return done.stored
+        except IntegrityError as exc:  # a writer outside this store (the store's own are queued on the counter)
             if self.get(obj.name) is not None:
                 raise AlreadyExists(self.kind, obj.name) from exc
-            raise
+            raise  # gone again meanwhile: 409 Conflict (api.faults)
+
+    def _create(self, obj: ObjectIn, now: datetime, *, dry_run: bool) -> StoredObject:
+        with self.engine.begin() as conn:
+            version = next_resource_version(conn)
+            if conn.execute(select(self.table.c.name).where(self.table.c.name == obj.name)).first() is not None:
+                raise AlreadyExists(self.kind, obj.name)
+            stored = StoredObject(
+                name=obj.name,
+                uid=str(uuid.uuid4()),
+                resource_version=version,
+                generation=1,
+                created=now,
+                updated=now,
+                labels=obj.labels,
+                annotations=obj.annotations,
+                spec=obj.spec.to_dict(),
+            )
+            conn.execute(insert(self.table).values(**_row_values(stored)))
+            self._record(conn, "ADDED", stored)
+            if dry_run:
+                raise _RolledBack(stored)
         return stored
 
     def get(self, name: str) -> StoredObject | None:
@@ -169,61 +231,125 @@ class ObjectStore:
         return [self._with_status(r) for r in rows[:limit]], more
 
     def max_resource_version(self) -> int:
-        with self.reader.connect() as conn:
-            value = conn.execute(select(func.max(self.table.c.resource_version))).scalar()
-        return int(value or 0)
+        """The store's current resourceVersion (of both kinds: the counter is global)."""
+        return current_resource_version(self.reader)
 
-    def replace(self, *, obj: ObjectIn) -> StoredObject:
-        """Replace labels, annotations and spec. With ``obj.resource_version`` the write happens only if
-        the object is still at that version (else ``Conflict``); without it, the latest wins."""
-        seen: int | None = None
-        for _ in range(_PUT_RETRIES):
-            current = self.get(obj.name)
-            if current is None:
+    def replace(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
+        """Replace labels, annotations and spec. With ``obj.resource_version`` (and ``obj.uid``) the write
+        happens only if the object is still at that version (that incarnation), else ``Conflict``; without
+        them, the latest wins."""
+        try:
+            return self._replace(obj, dry_run=dry_run)
+        except _RolledBack as done:
+            return done.stored
+
+    def _replace(self, obj: ObjectIn, *, dry_run: bool) -> StoredObject:
+        with self.engine.begin() as conn:
+            version = next_resource_version(conn)
+            row = conn.execute(select(self.table).where(self.table.c.name == obj.name)).first()
+            if row is None:
                 raise NotFound(self.kind, obj.name)
-            if obj.resource_version is not None and obj.resource_version != current.resource_version:
-                raise Conflict(self.kind, obj.name, obj.resource_version, current.resource_version)
-            seen = current.resource_version
+            current = _stored(row)
+            self._check_preconditions(current, resource_version=obj.resource_version, uid=obj.uid)
             spec = obj.spec.to_dict()
             changed = spec != current.spec
             new = replace(
                 current,
-                resource_version=current.resource_version + 1,
+                resource_version=version,
                 generation=current.generation + (1 if changed else 0),
                 updated=self.clock() if changed else current.updated,
                 labels=obj.labels,
                 annotations=obj.annotations,
                 spec=spec,
             )
-            with self.engine.begin() as conn:
-                result = conn.execute(
-                    update(self.table)
-                    .where(self.table.c.name == obj.name)
-                    .where(self.table.c.resource_version == current.resource_version)
-                    .values(
-                        resource_version=new.resource_version,
-                        generation=new.generation,
-                        updated=new.updated,
-                        labels=new.labels,
-                        annotations=new.annotations,
-                        spec=new.spec,
-                    )
+            conn.execute(
+                update(self.table)
+                .where(self.table.c.name == obj.name)
+                .values(
+                    resource_version=new.resource_version,
+                    generation=new.generation,
+                    updated=new.updated,
+                    labels=new.labels,
+                    annotations=new.annotations,
+                    spec=new.spec,
                 )
-            if result.rowcount == 1:
-                return new
-            if obj.resource_version is not None:
-                raise Conflict(self.kind, obj.name, obj.resource_version, None)
-        raise Conflict(self.kind, obj.name, seen or 0, None)
+            )
+            self._record(conn, "MODIFIED", new)
+            if dry_run:
+                raise _RolledBack(new)
+        return new
 
-    def delete(self, name: str) -> StoredObject | None:
-        with self.engine.begin() as conn:
-            row = conn.execute(select(self.table).where(self.table.c.name == name)).first()
-            if row is None:
-                return None
-            if self.kind == GLOBAL_ALERT:
-                conn.execute(delete(STATUS_TABLE).where(STATUS_TABLE.c.name == name))
-            conn.execute(delete(self.table).where(self.table.c.name == name))
-        return _stored(row)
+    def delete(
+        self, name: str, *, resource_version: int | None = None, uid: str | None = None, dry_run: bool = False
+    ) -> StoredObject | None:
+        """Delete ``name`` (if still at ``resource_version`` / of ``uid`` when given); the object as it was,
+        at the deletion's resourceVersion, or None when there is none."""
+        try:
+            with self.engine.begin() as conn:
+                version = next_resource_version(conn)
+                row = conn.execute(select(self.table).where(self.table.c.name == name)).first()
+                if row is None:
+                    raise NotFound(self.kind, name)  # rolls the version back
+                current = _stored(row)
+                self._check_preconditions(current, resource_version=resource_version, uid=uid)
+                if self.kind == GLOBAL_ALERT:
+                    conn.execute(delete(STATUS_TABLE).where(STATUS_TABLE.c.name == name))
+                conn.execute(delete(self.table).where(self.table.c.name == name))
+                gone = replace(current, resource_version=version)
+                self._record(conn, "DELETED", gone)
+                if dry_run:
+                    raise _RolledBack(gone)
+        except NotFound:
+            return None
+        except _RolledBack as done:
+            return done.stored
+        return gone
+
+    def _check_preconditions(self, current: StoredObject, *, resource_version: int | None, uid: str | None) -> None:
+        if uid is not None and uid != current.uid:
+            raise UidConflict(self.kind, current.name, uid, current.uid)
+        if resource_version is not None and resource_version != current.resource_version:
+            raise Conflict(self.kind, current.name, resource_version, current.resource_version)
+
+    def _record(self, conn: Connection, change: str, stored: StoredObject) -> None:
+        conn.execute(
+            insert(CHANGES_TABLE).values(
+                resource_version=stored.resource_version,
+                kind=self.kind.kind,
+                name=stored.name,
+                type=change,
+                object=render_object(self.kind, stored),
+            )
+        )
+        if stored.resource_version % _PRUNE_EVERY == 0:
+            oldest = stored.resource_version - WATCH_WINDOW
+            conn.execute(delete(CHANGES_TABLE).where(CHANGES_TABLE.c.resource_version <= oldest))
+            conn.execute(
+                update(VERSIONS_TABLE)
+                .where(VERSIONS_TABLE.c.id == 1)
+                .where(VERSIONS_TABLE.c.compacted < oldest)
+                .values(compacted=oldest)
+            )
+
+    def changes(self, *, after: int, limit: int) -> tuple[list[Change], int]:
+        """Changes of this kind with a resourceVersion above ``after`` (oldest first, at most ``limit``),
+        and the version they were read at; ``Expired`` when ``after`` is older than the kept window."""
+        with self.reader.connect() as conn:
+            counter = conn.execute(select(VERSIONS_TABLE).where(VERSIONS_TABLE.c.id == 1)).first()
+            current, compacted = (int(counter.current), int(counter.compacted)) if counter else (0, 0)
+            if after < compacted:
+                raise Expired(after, compacted)
+            rows = conn.execute(
+                select(CHANGES_TABLE)
+                .where(CHANGES_TABLE.c.resource_version > after)
+                .where(CHANGES_TABLE.c.resource_version <= current)
+                .where(CHANGES_TABLE.c.kind == self.kind.kind)
+                .order_by(CHANGES_TABLE.c.resource_version)
+                .limit(limit)
+            ).all()
+        changes = [Change(int(r.resource_version), r.type, r.name, dict(r.object)) for r in rows]
+        read_at = changes[-1].resource_version if len(changes) == limit else current
+        return changes, read_at
 
     def statuses(self, names: list[str]) -> dict[str, AlertStatus]:
         """Status of the given GlobalAlerts (only those the scheduler wrote)."""
@@ -236,6 +362,35 @@ class ObjectStore:
                 rows = conn.execute(select(STATUS_TABLE).where(STATUS_TABLE.c.name.in_(names))).all()
         wanted: set[str] = set(names)
         return {r.name: _status(r) for r in rows if r.name in wanted}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the change log: ``type`` is ADDED, MODIFIED or DELETED; ``object`` as rendered then."""
+
+    resource_version: int
+    type: str
+    name: str
+    object: dict[str, Any]
+
+
+def next_resource_version(conn: Connection) -> int:
+    """Draw the next global resourceVersion; must be the transaction's first statement (see ObjectStore)."""
+    bumped = conn.execute(
+        update(VERSIONS_TABLE).where(VERSIONS_TABLE.c.id == 1).values(current=VERSIONS_TABLE.c.current + 1)
+    )
+    if bumped.rowcount != 1:  # tables made by metadata.create_all, not by the migration
+        highest = max(
+            int(conn.execute(select(func.max(t.c.resource_version))).scalar() or 0) for t in OBJECT_TABLES.values()
+        )
+        conn.execute(insert(VERSIONS_TABLE).values(id=1, current=highest + 1, compacted=highest))
+    return int(conn.execute(select(VERSIONS_TABLE.c.current).where(VERSIONS_TABLE.c.id == 1)).scalar_one())
+
+
+def current_resource_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        value = conn.execute(select(VERSIONS_TABLE.c.current).where(VERSIONS_TABLE.c.id == 1)).scalar()
+    return int(value or 0)
 
 
 class SqlAlertRepository:

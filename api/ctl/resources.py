@@ -191,7 +191,8 @@ def _label(rtype: ResourceType, name: str) -> str:
 
 
 def _without_resource_version(obj: dict[str, Any]) -> dict[str, Any]:
-    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    # apply means "latest wins": neither the version nor the uid (an incarnation) of the file is a precondition
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "uid")}
     return {**obj, "metadata": metadata}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from api.http import ApiError
 from api.kube_controller.sync import ResourceCache
 from api.resources import Kind, ObjectIn, StoredObject
+from api.store import Change
 from evaluator.alerts import AlertStatus
 
 
@@ -22,14 +23,19 @@ class ReadOnlyStore:
         self.cache = cache
         self.kind: Kind = cache.kind
 
-    def create(self, *, obj: ObjectIn) -> StoredObject:
+    def create(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
         raise self._refused(f"kubectl apply -f FILE (a {self.kind.kind} named {obj.name})")
 
-    def replace(self, *, obj: ObjectIn) -> StoredObject:
+    def replace(self, *, obj: ObjectIn, dry_run: bool = False) -> StoredObject:
         raise self._refused(f"kubectl apply -f FILE, or kubectl edit {self.kind.kind.lower()} {obj.name}")
 
-    def delete(self, name: str) -> StoredObject | None:
+    def delete(
+        self, name: str, *, resource_version: int | None = None, uid: str | None = None, dry_run: bool = False
+    ) -> StoredObject | None:
         raise self._refused(f"kubectl delete {self.kind.kind.lower()} {name}")
+
+    def changes(self, *, after: int, limit: int) -> tuple[list[Change], int]:
+        raise self._refused(f"kubectl get {self.kind.plural} --watch, against the cluster")
 
     def _refused(self, instead: str) -> ApiError:
         return ApiError(

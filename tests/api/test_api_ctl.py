@@ -116,7 +116,8 @@ def test_cli_end_to_end(evaluator: EvaluatorProcess, tmp_path: Path, capsys: pyt
     code, out, err = run(capsys, "replace", "-f", str(edited), *conn)
     assert code == 0 and 'Successfully replaced GlobalAlert "ssh-deny"' in out, err
     code, out, err = run(capsys, "replace", "-f", str(edited), *conn)
-    assert code == 1 and "resourceVersion 1 is now 2" in err
+    # one global resourceVersion sequence: ssh-deny 1, dns-servfail 2, the replace 3
+    assert code == 1 and "resourceVersion 1 is now 3" in err
     code, out, err = run(capsys, "apply", "-f", str(edited), *conn)
     assert code == 0 and 'Successfully configured GlobalAlert "ssh-deny"' in out, err
 
