@@ -136,7 +136,7 @@ struct flow_key {
     u8 proto;
     u16 sport;  // host order; ICMP: type
     u16 dport;  // host order; ICMP: code
-    u8 pad[6];
+    u8 pad[2];
     u8 saddr[16];
     u8 daddr[16];
 } __attribute__((aligned(8)));

@@ -343,7 +343,7 @@ class PinnedDropSource:
 
 _DROP_KEY = struct.Struct("<IIB7x16s")  # struct drop_key
 _OVERFLOW_KEY = struct.Struct("<II")  # struct overflow_key
-_FLOW_KEY = struct.Struct("<IIBBHH6x16s16s")  # struct flow_key
+_FLOW_KEY = struct.Struct("<IIBBHH2x16s16s")  # struct flow_key
 
 
 def parse_flow_key(raw: bytes, packets: int, nbytes: int) -> FlowCount:
