@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from api.db import make_engine
 from devstack.netns import Netns
 from devstack.services import free_port
-from devstack.traffic import ICMP_SENDER, TCP_SYN_SENDER, UDP_SENDER
+from devstack.traffic import ICMP_SENDER, SPOOF_SENDER, TCP_SYN_SENDER, UDP_SENDER
 from tests.api.support import EvaluatorProcess, alert
 from tests.collector.harness import RunningCollector
-from tests.collector.test_collector_root import nft_counter
+from tests.collector.test_collector_root import nft_counter, tagged_drop
 
 pytestmark = pytest.mark.root
 
@@ -162,3 +162,36 @@ def test_denied_flows_reach_the_evaluator_exactly_once_and_fire_a_globalalert(
     sent = counters["tcp4"][0] + counters["tcp6"][0]
     assert [e["record"]["sum"] for e in events] == [sent], events
     assert events[0]["description"] == f"denied to postgres: {sent}"
+
+
+def test_flow_map_overflow_under_a_spoofed_flood_accounts_every_packet(
+    tmp_path: Path, netns: Netns, evaluator: EvaluatorProcess, start_collector: Callable[..., RunningCollector]
+) -> None:
+    tag = secrets.token_hex(3)
+    policy = f"flowflood-{tag}"
+    sender, receiver = netns.add("fsend"), netns.add("frecv")
+    netns.veth(sender, receiver, addrs_a=[f"{V4_SRC}/24"], addrs_b=[f"{V4_DST}/24"])
+    # prerouting: spoofed sources are dropped before reverse-path filtering could discard them
+    tagged_drop(netns, receiver, port=7009, mark=0x98, policy=policy, family="ip", hook="prerouting")
+    url = evaluator.start("--no-scheduler")
+    collector = start_collector(
+        "--flow-logs", "--flow-logs-url", url, "--flow-logs-flush-interval", "1", "--flow-map-size", "16",
+        "--drain-interval", "2",
+    )  # fmt: skip
+    sources, repeat = 300, 2
+    netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", f"10.{_NET[0]}.200.1", str(sources), str(repeat))
+    sent = sources * repeat
+    assert nft_counter(netns, receiver, policy)[0] == sent
+
+    def delivered() -> dict[tuple[Any, ...], tuple[int, int]]:
+        return totals(stored_flows(tmp_path, tag))
+
+    wait_until(lambda: sum(p for p, _ in delivered().values()) >= sent, 20, f"not all delivered: {delivered()}")
+    got = delivered()
+    assert sum(p for p, _ in got.values()) == sent
+    assert sum(b for _, b in got.values()) == sent * 46 == nft_counter(netns, receiver, policy)[1]
+    overflow = [k for k in got if k[2] is None]
+    assert len(overflow) == 1 and got[overflow[0]][0] > 0  # the per-policy overflow record: no address, no port
+    per_flow = [k for k in got if k[2] is not None]
+    assert 0 < len(per_flow) < sources
+    assert (collector.health("policywatch_collector_flow_overflow_packets_total") or 0) >= got[overflow[0]][0]
