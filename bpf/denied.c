@@ -149,7 +149,32 @@ BPF_TABLE("percpu_hash", struct overflow_key, struct drop_value, flow_overflow_b
 BPF_ARRAY_OF_MAPS(flow_overflow_slot, "flow_overflow_a", 1);
 BPF_PERCPU_ARRAY(flow_unplaced, struct drop_value, 1);
 
-static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 network, u64 bytes) {
+// A per-CPU cache of the last flow, two generations, like the drop cache: a flood of one flow adds here without
+// a hash lookup.
+struct flow_cache {
+    struct flow_key key;
+    u64 packets;
+    u64 bytes;
+};
+BPF_PERCPU_ARRAY(flow_cache, struct flow_cache, 2);
+
+static __always_inline void count_flow_in_maps(struct flow_key *key, u64 packets, u64 bytes) {
+    u32 slot = 0;
+    void *flows = flows_slot.lookup(&slot);
+    if (flows && count_in(flows, key, packets, bytes) == 0)
+        return;
+    struct overflow_key per_policy = {.policy = key->policy, .netns = key->netns};
+    void *overflow = flow_overflow_slot.lookup(&slot);
+    if (overflow && count_in(overflow, &per_policy, packets, bytes) == 0)
+        return;
+    struct drop_value *last = flow_unplaced.lookup(&slot);
+    if (last) {
+        last->packets += packets;
+        last->bytes += bytes;
+    }
+}
+
+static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 network, u64 bytes, u32 *gen) {
     struct flow_key key;
     __builtin_memset(&key, 0, sizeof(key));
     key.policy = policy;
@@ -192,19 +217,27 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
         }
     }
 
-    u32 slot = 0;
-    void *flows = flows_slot.lookup(&slot);
-    if (flows && count_in(flows, &key, 1, bytes) == 0)
-        return;
-    struct overflow_key per_policy = {.policy = policy, .netns = netns};
-    void *overflow = flow_overflow_slot.lookup(&slot);
-    if (overflow && count_in(overflow, &per_policy, 1, bytes) == 0)
-        return;
-    struct drop_value *last = flow_unplaced.lookup(&slot);
-    if (last) {
-        last->packets += 1;
-        last->bytes += bytes;
+    struct flow_cache *cached = 0;
+    if (gen) {
+        u32 index = *gen & 1;
+        cached = flow_cache.lookup(&index);
     }
+    if (!cached) {
+        count_flow_in_maps(&key, 1, bytes);
+        return;
+    }
+    u64 *a = (u64 *)&cached->key;
+    u64 *b = (u64 *)&key;
+    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]) {
+        cached->packets += 1;
+        cached->bytes += bytes;
+        return;
+    }
+    if (cached->packets)
+        count_flow_in_maps(&cached->key, cached->packets, cached->bytes);
+    __builtin_memcpy(&cached->key, &key, sizeof(key));
+    cached->packets = 1;
+    cached->bytes = bytes;
 }
 #endif
 
@@ -314,7 +347,7 @@ int count_drops(struct bpf_raw_tracepoint_args *ctx) {
     }
 
 #ifdef FLOW_LOGS
-    count_flow(key.policy, key.netns, proto, network, bytes);
+    count_flow(key.policy, key.netns, proto, network, bytes, gen);
 #endif
 
     if (!gen) {

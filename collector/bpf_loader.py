@@ -51,6 +51,7 @@ FLOW_MAPS = (
     "flow_overflow_b",
     "flow_overflow_slot",
     "flow_unplaced",
+    "flow_cache",
 )
 KEY_SIZE = 32  # struct drop_key
 OVERFLOW_KEY_SIZE = 8  # struct overflow_key

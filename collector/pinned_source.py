@@ -40,6 +40,7 @@ from collector.bpf_loader import (
 log = logging.getLogger(__name__)
 
 CACHE_VALUE_SIZE = 48  # struct drop_cache
+FLOW_CACHE_VALUE_SIZE = 64  # struct flow_cache
 CHUNK = 1024  # entries per batch syscall: userspace buffers stay small whatever --map-size is
 _ZERO_KEY = b"\0" * 4
 _NOT_SUPPORTED = (errno.EINVAL, errno.ENOTSUP, 524)  # 524 = ENOTSUPP (kernel-internal)
@@ -62,6 +63,7 @@ class _Pending:
     flow_keys: list[bytes] = field(default_factory=list)
     flow_overflow_keys: list[bytes] = field(default_factory=list)
     cache: bool = False
+    flow_cache: bool = False
 
 
 class PinnedDropSource:
@@ -96,7 +98,9 @@ class PinnedDropSource:
             self._flow_overflow = [pinned(f"flow_overflow_{x}", OVERFLOW_KEY_SIZE, per_cpu) for x in "ab"]
             self._flow_slots = [pinned("flows_slot", 4, 4), pinned("flow_overflow_slot", 4, 4)]
             self._flow_unplaced = pinned("flow_unplaced", 4, per_cpu)
+            self._flow_cache = pinned("flow_cache", 4, FLOW_CACHE_VALUE_SIZE * self._ncpu)
             self._maps += [*self._flows, *self._flow_overflow, *self._flow_slots, self._flow_unplaced]
+            self._maps.append(self._flow_cache)
         self._prog_fd = bpf_sys.obj_get(pin_dir / "prog")
         self._keys = ct.create_string_buffer(FLOW_KEY_SIZE * CHUNK)
         self._values = ct.create_string_buffer(per_cpu * CHUNK)
@@ -190,6 +194,10 @@ class PinnedDropSource:
         total_p, total_b = self.unplaced_total()
         seen_p, seen_b = self.unplaced_seen
         self.unplaced_seen = (total_p, total_b)
+        if self.flow_logs:
+            cached_flows = self._read_flow_cache(idle)
+            pending.flow_cache = bool(cached_flows)
+            flows.extend(cached_flows)
         flow_p, flow_b = self.flow_unplaced_total()
         flow_seen_p, flow_seen_b = self.flow_unplaced_seen
         self.flow_unplaced_seen = (flow_p, flow_b)
@@ -233,10 +241,13 @@ class PinnedDropSource:
             bpf_sys.update(self._drained.fd, _ZERO_KEY, struct.pack("<Q", total))
         if pending.cache:
             bpf_sys.update(self._cache.fd, struct.pack("<I", pending.index), b"\0" * self._cache.value_size)
+        if pending.flow_cache and self.flow_logs:
+            size = self._flow_cache.value_size
+            bpf_sys.update(self._flow_cache.fd, struct.pack("<I", pending.index), b"\0" * size)
 
     def purge(self, index: int) -> None:
         """Empty the idle maps ``index`` without counting them: a saved state already holds their counts."""
-        pending = _Pending(index=index, cache=True)
+        pending = _Pending(index=index, cache=True, flow_cache=True)
         maps = [(self._drops[index], pending.drop_keys), (self._overflow[index], pending.overflow_keys)]
         if self.flow_logs:
             maps += [(self._flows[index], pending.flow_keys), (self._flow_overflow[index], pending.flow_overflow_keys)]
@@ -319,6 +330,17 @@ class PinnedDropSource:
             if packets:
                 pid, ns, fam, addr = parse_key(entry[:KEY_SIZE])
                 found.append(DropCount(pid, format_source(addr, fam), packets, nbytes, ns))
+        return found
+
+    def _read_flow_cache(self, index: int) -> list[FlowCount]:
+        """The per-CPU last-flow cache of a generation no program writes any more."""
+        raw = bpf_sys.lookup(self._flow_cache.fd, struct.pack("<I", index), self._flow_cache.value_size) or b""
+        found = []
+        for cpu in range(len(raw) // FLOW_CACHE_VALUE_SIZE):
+            entry = raw[cpu * FLOW_CACHE_VALUE_SIZE : (cpu + 1) * FLOW_CACHE_VALUE_SIZE]
+            packets, nbytes = struct.unpack_from("<QQ", entry, FLOW_KEY_SIZE)
+            if packets:
+                found.append(parse_flow_key(entry[:FLOW_KEY_SIZE], packets, nbytes))
         return found
 
     # -- facts ----------------------------------------------------------------------------------------------
