@@ -12,6 +12,8 @@
 //                           the namespace inode of the drop, from the skb's device, else its socket, else its route
 //   MARK_MASK               bits of skb->mark that carry the policy id
 //   MAP_SIZE, OVERFLOW_SIZE bounds of the counting maps
+//   FLOW_LOGS, FLOW_MAP_SIZE   defined only with --flow-logs: per-flow counting (below); without it the program has
+//                           no flow map and no per-packet flow work
 //
 // Two counting maps are double-buffered behind one-slot map-in-map arrays: the program always counts into
 // whatever map slot 0 points at, and userspace swaps the slot before draining. A map-in-map update waits
@@ -122,6 +124,123 @@ static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) 
     }
 }
 
+#ifdef FLOW_LOGS
+// Per denied flow: {policy, namespace, protocol, addresses, ports (ICMP type and code)}, double-buffered like the
+// counting map behind flows_slot, swapped with it by the same generation step. A flow that finds the map full is
+// counted per policy and namespace in flow_overflow; when that is full too, in flow_unplaced (monotonic). Every
+// entry inserted counts in `inserts` like the other maps, so the drain's bookkeeping covers them.
+struct flow_key {
+    u32 policy;
+    u32 netns;
+    u8 family;
+    u8 proto;
+    u16 sport;  // host order; ICMP: type
+    u16 dport;  // host order; ICMP: code
+    u8 pad[2];
+    u8 saddr[16];
+    u8 daddr[16];
+} __attribute__((aligned(8)));
+
+BPF_TABLE("percpu_hash", struct flow_key, struct drop_value, flows_a, FLOW_MAP_SIZE);
+BPF_TABLE("percpu_hash", struct flow_key, struct drop_value, flows_b, FLOW_MAP_SIZE);
+BPF_ARRAY_OF_MAPS(flows_slot, "flows_a", 1);
+BPF_TABLE("percpu_hash", struct overflow_key, struct drop_value, flow_overflow_a, OVERFLOW_SIZE);
+BPF_TABLE("percpu_hash", struct overflow_key, struct drop_value, flow_overflow_b, OVERFLOW_SIZE);
+BPF_ARRAY_OF_MAPS(flow_overflow_slot, "flow_overflow_a", 1);
+BPF_PERCPU_ARRAY(flow_unplaced, struct drop_value, 1);
+
+// A per-CPU cache of the last flow, two generations, like the drop cache: a flood of one flow adds here without
+// a hash lookup.
+struct flow_cache {
+    struct flow_key key;
+    u64 packets;
+    u64 bytes;
+};
+BPF_PERCPU_ARRAY(flow_cache, struct flow_cache, 2);
+
+static __always_inline void count_flow_in_maps(struct flow_key *key, u64 packets, u64 bytes) {
+    u32 slot = 0;
+    void *flows = flows_slot.lookup(&slot);
+    if (flows && count_in(flows, key, packets, bytes) == 0)
+        return;
+    struct overflow_key per_policy = {.policy = key->policy, .netns = key->netns};
+    void *overflow = flow_overflow_slot.lookup(&slot);
+    if (overflow && count_in(overflow, &per_policy, packets, bytes) == 0)
+        return;
+    struct drop_value *last = flow_unplaced.lookup(&slot);
+    if (last) {
+        last->packets += packets;
+        last->bytes += bytes;
+    }
+}
+
+static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 network, u64 bytes, u32 *gen) {
+    struct flow_key key;
+    __builtin_memset(&key, 0, sizeof(key));
+    key.policy = policy;
+    key.netns = netns;
+    u8 l4 = 0;
+    u64 transport = 0;
+    if (proto == BE16(0x0800)) {
+        u8 ip[20];
+        if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)network) == 0) {
+            key.family = FAMILY_INET;
+            l4 = ip[9];
+            __builtin_memcpy(key.saddr, ip + 12, 4);
+            __builtin_memcpy(key.daddr, ip + 16, 4);
+            // ports only in a first (or unfragmented) fragment
+            if (((ip[6] & 0x1f) | ip[7]) == 0)
+                transport = network + (ip[0] & 0x0f) * 4;
+        }
+    } else if (proto == BE16(0x86DD)) {
+        u8 ip[40];
+        if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)network) == 0) {
+            key.family = FAMILY_INET6;
+            l4 = ip[6];
+            __builtin_memcpy(key.saddr, ip + 8, 16);
+            __builtin_memcpy(key.daddr, ip + 24, 16);
+            transport = network + 40;  // extension headers are not walked: such a flow has no ports
+        }
+    }
+    key.proto = l4;
+    if (transport && (l4 == 6 || l4 == 17 || l4 == 132)) {
+        u16 ports[2];
+        if (bpf_probe_read_kernel(ports, sizeof(ports), (void *)transport) == 0) {
+            key.sport = BE16(ports[0]);
+            key.dport = BE16(ports[1]);
+        }
+    } else if (transport && (l4 == 1 || l4 == 58)) {
+        u8 icmp[2];
+        if (bpf_probe_read_kernel(icmp, sizeof(icmp), (void *)transport) == 0) {
+            key.sport = icmp[0];
+            key.dport = icmp[1];
+        }
+    }
+
+    struct flow_cache *cached = 0;
+    if (gen) {
+        u32 index = *gen & 1;
+        cached = flow_cache.lookup(&index);
+    }
+    if (!cached) {
+        count_flow_in_maps(&key, 1, bytes);
+        return;
+    }
+    u64 *a = (u64 *)&cached->key;
+    u64 *b = (u64 *)&key;
+    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]) {
+        cached->packets += 1;
+        cached->bytes += bytes;
+        return;
+    }
+    if (cached->packets)
+        count_flow_in_maps(&cached->key, cached->packets, cached->bytes);
+    __builtin_memcpy(&cached->key, &key, sizeof(key));
+    cached->packets = 1;
+    cached->bytes = bytes;
+}
+#endif
+
 // The last device's namespace, per CPU, valid for one generation (one drain interval): a flood through one device
 // skips the two dependent reads below. A device moved to another namespace mid-flood is seen within a drain.
 struct netns_cache {
@@ -226,6 +345,10 @@ int count_drops(struct bpf_raw_tracepoint_args *ctx) {
             __builtin_memset(key.addr, 0, sizeof(key.addr));
         }
     }
+
+#ifdef FLOW_LOGS
+    count_flow(key.policy, key.netns, proto, network, bytes, gen);
+#endif
 
     if (!gen) {
         count(&key, 1, bytes);

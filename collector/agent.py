@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from collector.bpf_loader import Drained, DropCount, DropSource
+from collector.flowlogs import FlowKey, FlowLogs
 from collector.health import Health
 from collector.policies import NamespaceNames, PolicyResolver
 from collector.series import OVERFLOW_SOURCE, SeriesStore
@@ -31,6 +32,7 @@ class Agent:
         ruleset_refresh: float,
         export_unmarked: bool = False,
         persist: Callable[[], None] = lambda: None,
+        flow_logs: FlowLogs | None = None,
     ) -> None:
         self._source = source
         self._store = store
@@ -39,6 +41,7 @@ class Agent:
         self._ruleset_refresh = ruleset_refresh
         self._export_unmarked = export_unmarked
         self._persist = persist
+        self._flow_logs = flow_logs
         self._unknown_checked: set[tuple[int, int]] = set()
         self._capped_seen = 0
 
@@ -54,6 +57,7 @@ class Agent:
         if periodic:
             self._unknown_checked.clear()  # unknown marks may trigger one early read again
         keys = {(d.policy_id, d.netns) for d in drained.drops} | {(d.policy_id, d.netns) for d in drained.overflow}
+        keys |= {(f.policy_id, f.netns) for f in drained.flows}
         unknown = {k for k in keys if not self._resolver.names.knows(*k)} - self._unknown_checked
         if unknown:
             # one early read per unknown mark and refresh period: a mark no rule explains must not re-read every
@@ -70,6 +74,8 @@ class Agent:
             except OSError as exc:
                 log.warning("cannot save the collector state, totals may restart from 0 after a crash: %s", exc)
         self._source.commit()
+        if self._flow_logs is not None:
+            self._flow_logs.tick()
         store = self._store
         store.expire()
         self._health.series.set(len(store))
@@ -100,9 +106,36 @@ class Agent:
                 nbytes=drained.unplaced_bytes,
             )
             overflow += drained.unplaced_packets
+        if self._flow_logs is not None:
+            self._add_flows(drained, names)
         capped = store.capped_packets - self._capped_seen
         self._capped_seen = store.capped_packets
         self._health.overflow_packets.inc(overflow + capped)
+
+    def _add_flows(self, drained: Drained, names: NamespaceNames) -> None:
+        """Per-flow deltas, labelled exactly as the series are; drops no policy made only with --export-unmarked."""
+        assert self._flow_logs is not None
+        deltas: dict[FlowKey, tuple[int, int]] = {}
+
+        def put(key: FlowKey, packets: int, nbytes: int) -> None:
+            p, b = deltas.get(key, (0, 0))
+            deltas[key] = (p + packets, b + nbytes)
+
+        for f in drained.flows:
+            if f.policy_id == 0 and not self._export_unmarked:
+                continue
+            label = names.label(f.policy_id, f.netns)
+            if f.overflow:
+                put(FlowKey(label, 0, OVERFLOW_SOURCE, 0, OVERFLOW_SOURCE, 0, netns=f.netns), f.packets, f.bytes)
+            else:
+                key = FlowKey(label, f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, netns=f.netns)
+                put(key, f.packets, f.bytes)
+        if drained.flow_unplaced_packets:
+            key = FlowKey(UNATTRIBUTED, 0, OVERFLOW_SOURCE, 0, OVERFLOW_SOURCE, 0)
+            put(key, drained.flow_unplaced_packets, drained.flow_unplaced_bytes)
+            self._health.flow_overflow_packets.inc(drained.flow_unplaced_packets)
+        self._health.flow_overflow_packets.inc(sum(f.packets for f in drained.flows if f.overflow))
+        self._flow_logs.add(deltas)
 
     def _unattributed(self, drop: DropCount, names: NamespaceNames) -> bool:
         """Count a drop no policy made in the health counter; True when it is exported as policy="unmarked" too."""
@@ -119,3 +152,5 @@ class Agent:
             except OSError as exc:
                 log.error("drain failed, retrying next interval: %s", exc)
         self.tick()
+        if self._flow_logs is not None:
+            self._flow_logs.flush()  # the last interval's records, shipped before the process exits

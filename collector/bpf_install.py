@@ -22,22 +22,25 @@ from collector.bpf_sys import obj_pin
 FUNCTION = b"count_drops"
 
 
-def install(*, source: Path, cflags: list[str], pin_dir: Path, retire: list[Path]) -> None:
+def install(*, source: Path, cflags: list[str], pin_dir: Path, retire: list[Path], flow_logs: bool = False) -> None:
     from bcc import BPF  # Debian's python3-bpfcc; only this process loads it
     from bcc.libbcc import lib
 
-    from collector.bpf_loader import MAPS
+    from collector.bpf_loader import FLOW_MAPS, MAPS
 
     bpf = BPF(src_file=str(source).encode(), cflags=cflags)
     fn = bpf.load_func(FUNCTION, BPF.RAW_TRACEPOINT)
     pin_dir.mkdir(parents=True, exist_ok=True)
-    for name in MAPS:
+    for name in (*MAPS, *FLOW_MAPS) if flow_logs else MAPS:
         obj_pin(bpf[name.encode()].get_fd(), pin_dir / name)
     obj_pin(fn.fd, pin_dir / "prog")
     zero = ct.c_int(0)
     bpf[b"generation"][zero] = ct.c_uint32(0)
     bpf[b"drops_slot"][zero] = ct.c_int(bpf[b"drops_a"].get_fd())
     bpf[b"overflow_slot"][zero] = ct.c_int(bpf[b"overflow_a"].get_fd())
+    if flow_logs:
+        bpf[b"flows_slot"][zero] = ct.c_int(bpf[b"flows_a"].get_fd())
+        bpf[b"flow_overflow_slot"][zero] = ct.c_int(bpf[b"flow_overflow_a"].get_fd())
     link = lib.bpf_attach_raw_tracepoint(fn.fd, b"kfree_skb")
     if link < 0:
         raise OSError(f"cannot attach {FUNCTION.decode()} to the kfree_skb raw tracepoint (error {link})")
@@ -58,6 +61,8 @@ def main() -> int:
         mark_mask=int(request["mark_mask"]),
         map_size=int(request["map_size"]),
         overflow_size=int(request["overflow_size"]),
+        flow_logs=bool(request.get("flow_logs", False)),
+        flow_map_size=int(request.get("flow_map_size", 16384)),
     )
     try:
         found = find_or_install(config=config, bpf_dir=Path(request["bpf_dir"]))

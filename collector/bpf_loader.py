@@ -42,9 +42,21 @@ MAPS = (
     "inserts",
     "drained",
 )
+# Only in a program built with --flow-logs (-DFLOW_LOGS).
+FLOW_MAPS = (
+    "flows_a",
+    "flows_b",
+    "flows_slot",
+    "flow_overflow_a",
+    "flow_overflow_b",
+    "flow_overflow_slot",
+    "flow_unplaced",
+    "flow_cache",
+)
 KEY_SIZE = 32  # struct drop_key
 OVERFLOW_KEY_SIZE = 8  # struct overflow_key
 VALUE_SIZE = 16  # struct drop_value
+FLOW_KEY_SIZE = 48  # struct flow_key
 FAMILY_INET, FAMILY_INET6 = 4, 6
 UNKNOWN_SOURCE = "unknown"
 
@@ -59,6 +71,23 @@ class DropCount:
 
 
 @dataclass(frozen=True)
+class FlowCount:
+    """One denied flow's counts in one drain; for ICMP the ports hold type and code. An overflow count (the flow
+    map was full) has proto 0, no addresses and no ports."""
+
+    policy_id: int
+    netns: int
+    proto: int
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    packets: int
+    bytes: int
+    overflow: bool = False
+
+
+@dataclass(frozen=True)
 class Drained:
     """What one drain read: per-source counts, per-policy overflow counts, and map occupancy."""
 
@@ -67,6 +96,9 @@ class Drained:
     unplaced_packets: int = 0
     unplaced_bytes: int = 0
     map_entries: int = 0
+    flows: list[FlowCount] = field(default_factory=list)  # empty unless the program counts flows (--flow-logs)
+    flow_unplaced_packets: int = 0
+    flow_unplaced_bytes: int = 0
 
 
 class DropSource(Protocol):
@@ -96,6 +128,8 @@ class ProgramConfig:
     mark_mask: int
     map_size: int
     overflow_size: int = 4096
+    flow_logs: bool = False
+    flow_map_size: int = 16384
 
 
 def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout, args: TracepointArgs) -> list[str]:
@@ -107,6 +141,8 @@ def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout, args:
         "OVERFLOW_SIZE": config.overflow_size,
         **layout.defines(),
     }
+    if config.flow_logs:
+        defines |= {"FLOW_LOGS": 1, "FLOW_MAP_SIZE": config.flow_map_size}
     return [f"-D{name}={value:#x}u" if name == "MARK_MASK" else f"-D{name}={value}" for name, value in defines.items()]
 
 
@@ -158,7 +194,7 @@ def ensure_bpffs(bpf_dir: Path) -> None:
 
 def remove_pins(pin_dir: Path) -> None:
     """Unpin a program directory: the link first (detaching the program), then its maps."""
-    for name in ("link", "prog", *MAPS):
+    for name in ("link", "prog", *MAPS, *FLOW_MAPS):
         (pin_dir / name).unlink(missing_ok=True)
     for leftover in pin_dir.glob("*"):
         leftover.unlink(missing_ok=True)
@@ -194,6 +230,8 @@ def ensure_installed(*, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR) 
         "mark_mask": config.mark_mask,
         "map_size": config.map_size,
         "overflow_size": config.overflow_size,
+        "flow_logs": config.flow_logs,
+        "flow_map_size": config.flow_map_size,
         "bpf_dir": str(bpf_dir),
     }
     done = subprocess.run(
@@ -231,7 +269,7 @@ def find_or_install(*, config: ProgramConfig, bpf_dir: Path, btf_path: Path | No
         remove_pins(pin_dir)  # an install that died midway
     others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
     try:
-        install(source=source, cflags=cflags, pin_dir=pin_dir, retire=list(others))
+        install(source=source, cflags=cflags, pin_dir=pin_dir, retire=list(others), flow_logs=config.flow_logs)
     except Exception as exc:  # BCC raises bare Exception for compile and load errors
         if not (pin_dir / "link").exists():
             remove_pins(pin_dir)

@@ -24,6 +24,7 @@ from collector.bpf_loader import uninstall as bpf_uninstall
 from collector.btf import Btf, BtfError
 from collector.config import ENV_ENABLED, ENV_PORT, CollectorConfig, ConfigError, parse_config
 from collector.exporter import denied_registry, render_text
+from collector.flowlogs import FlowAggregator, FlowLogs, FlowShipper
 from collector.health import Health
 from collector.kernel import (
     KernelError,
@@ -68,7 +69,12 @@ def missing_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
 
 
 def program_config(config: CollectorConfig) -> ProgramConfig:
-    return ProgramConfig(mark_mask=config.mark_mask, map_size=config.map_size)
+    flows = config.flow_logs
+    if flows is None:
+        return ProgramConfig(mark_mask=config.mark_mask, map_size=config.map_size)
+    return ProgramConfig(
+        mark_mask=config.mark_mask, map_size=config.map_size, flow_logs=True, flow_map_size=flows.map_size
+    )
 
 
 def print_bpf(config: CollectorConfig) -> None:
@@ -174,6 +180,27 @@ def run_agent(
     )
     resolver.refresh()
     source = started.source
+    shipper: FlowShipper | None = None
+    flow_logs: FlowLogs | None = None
+    if config.flow_logs is not None:
+        flows = config.flow_logs
+        try:
+            token = flows.token_file.read_text().strip() if flows.token_file else None
+        except OSError as exc:
+            raise StartError(f"--flow-logs-token-file {flows.token_file}: {exc.strerror or exc}") from exc
+        shipper = FlowShipper(
+            flows.url,
+            registry=health.registry,
+            index=flows.index,
+            token=token,
+            ca_file=str(flows.ca_file) if flows.ca_file else None,
+            buffer_records=flows.buffer_records,
+        )
+        flow_logs = FlowLogs(
+            aggregator=FlowAggregator(host=config.node_name), sink=shipper, flush_interval=flows.flush_interval
+        )
+        shipper.start()
+        log.info("flow records every %gs to %s", flows.flush_interval, shipper.url)
     agent = Agent(
         source=source,
         store=store,
@@ -182,6 +209,7 @@ def run_agent(
         ruleset_refresh=config.ruleset_refresh,
         export_unmarked=config.export_unmarked,
         persist=lifecycle.persister(state_file=config.state_file, source=source, store=store),
+        flow_logs=flow_logs,
     )
     for drained in started.retired:
         agent.add(drained)
@@ -199,7 +227,11 @@ def run_agent(
         HEALTH_PATH,
         config.mark_mask,
     )
-    agent.run(stop=stop, interval=config.drain_interval)
+    try:
+        agent.run(stop=stop, interval=config.drain_interval)
+    finally:
+        if shipper is not None:
+            shipper.stop(flush_timeout=5.0)
 
 
 def stop_on_signals() -> threading.Event:

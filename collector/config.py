@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.flowlogs import FlowLogConfig
 from collector.server import TlsFiles
 
 # kube-proxy uses 0x4000 (masquerade) and 0x8000 (drop), Calico 0xffff0000: the default stays clear of them.
@@ -17,6 +19,12 @@ ENV_PORT = "FELIX_PROMETHEUSREPORTERPORT"
 ENV_CERT = "FELIX_PROMETHEUSREPORTERCERTFILE"
 ENV_KEY = "FELIX_PROMETHEUSREPORTERKEYFILE"
 ENV_CA = "FELIX_PROMETHEUSREPORTERCAFILE"
+ENV_NODENAME = "NODENAME"  # calico-node's name of the node
+ENV_FLOW_LOGS = "POLICYWATCH_FLOW_LOGS"
+ENV_FLOW_LOGS_URL = "POLICYWATCH_FLOW_LOGS_URL"
+ENV_FLOW_LOGS_FLUSH = "FELIX_FLOWLOGSFLUSHINTERVAL"
+ENV_FLOW_LOGS_TOKEN = "POLICYWATCH_FLOW_LOGS_TOKEN_FILE"
+ENV_FLOW_LOGS_CA = "POLICYWATCH_FLOW_LOGS_CA_FILE"
 MAX_MAP_SIZE = 1 << 24
 
 
@@ -43,6 +51,8 @@ class CollectorConfig:
     bpf_dir: Path = Path("/sys/fs/bpf/policywatch")
     state_file: Path = Path("/run/policywatch/collector-state.json")
     uninstall: bool = False
+    node_name: str = ""  # the flow records' host; the hostname when not given
+    flow_logs: FlowLogConfig | None = None  # None: --flow-logs off, the BPF program has no flow map
 
 
 def _port(text: str, where: str) -> int:
@@ -153,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--uninstall", action="store_true", help="detach the BPF program, remove its pins and the state file, exit"
     )
+    p.add_argument(
+        "--flow-logs",
+        action="store_true",
+        help=f"also count denied traffic per flow and ship flow records to --flow-logs-url (env {ENV_FLOW_LOGS})",
+    )
+    p.add_argument(
+        "--flow-logs-url",
+        metavar="URL",
+        help=f"evaluator or OpenSearch base URL taking POST /_bulk (env {ENV_FLOW_LOGS_URL})",
+    )
+    p.add_argument(
+        "--flow-logs-flush-interval",
+        metavar="SECONDS",
+        help=f"one record per flow per interval (env {ENV_FLOW_LOGS_FLUSH}; default 15)",
+    )
+    p.add_argument("--flow-logs-token-file", help=f"bearer token for --flow-logs-url (env {ENV_FLOW_LOGS_TOKEN})")
+    p.add_argument("--flow-logs-ca-file", help=f"CA bundle for an https --flow-logs-url (env {ENV_FLOW_LOGS_CA})")
+    p.add_argument("--node-name", help=f"host of the flow records (env {ENV_NODENAME}; default the hostname)")
+    p.add_argument("--flow-map-size", metavar="N", default="16384", help="entries of each BPF flow map")
     p.add_argument("--print-bpf", action="store_true", help="print the BPF C source and its -D flags, then exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -187,6 +216,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> CollectorConfig
                 f"got certificate={cert}, key={key}"
             )
         tls = TlsFiles(cert=cert, key=key, ca=ca)
+    flow_logs = _flow_logs(args, env)
     ttl = _seconds(args.ttl, "--ttl")
     drain = _seconds(args.drain_interval, "--drain-interval")
     if drain > ttl:
@@ -209,4 +239,33 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> CollectorConfig
         bpf_dir=_bpf_dir(args.bpf_dir),
         state_file=Path(args.state_file),
         uninstall=args.uninstall,
+        flow_logs=flow_logs,
+        node_name=args.node_name or env.get(ENV_NODENAME, "").strip() or socket.gethostname(),
+    )
+
+
+def _flow_logs(args: argparse.Namespace, env: Mapping[str, str]) -> FlowLogConfig | None:
+    enabled = args.flow_logs or (
+        _bool(env[ENV_FLOW_LOGS], ENV_FLOW_LOGS) if env.get(ENV_FLOW_LOGS, "").strip() else False
+    )
+    if not enabled:
+        return None
+    url = args.flow_logs_url or env.get(ENV_FLOW_LOGS_URL, "").strip()
+    if not url:
+        raise ConfigError(f"--flow-logs needs --flow-logs-url (or {ENV_FLOW_LOGS_URL}), e.g. http://evaluator:8080")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--flow-logs-url: {url!r} must be an http:// or https:// URL")
+    interval = 15.0
+    if args.flow_logs_flush_interval:
+        interval = _seconds(args.flow_logs_flush_interval, "--flow-logs-flush-interval")
+    elif env.get(ENV_FLOW_LOGS_FLUSH, "").strip():
+        interval = _seconds(env[ENV_FLOW_LOGS_FLUSH], ENV_FLOW_LOGS_FLUSH)
+    token = args.flow_logs_token_file or env.get(ENV_FLOW_LOGS_TOKEN, "").strip()
+    ca = args.flow_logs_ca_file or env.get(ENV_FLOW_LOGS_CA, "").strip()
+    return FlowLogConfig(
+        url=url,
+        flush_interval=interval,
+        token_file=_file(token, "--flow-logs-token-file") if token else None,
+        ca_file=_file(ca, "--flow-logs-ca-file") if ca else None,
+        map_size=_count(args.flow_map_size, "--flow-map-size", high=MAX_MAP_SIZE),
     )

@@ -20,7 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 from prometheus_client import Counter, Gauge
@@ -101,21 +102,24 @@ class FlowAggregator:
     def _record(self, key: FlowKey, totals: _Totals, start: float, end: float) -> dict[str, Any]:
         direction = "in" if key.reporter == "dst" else "out"
         icmp = _is_icmp(key.proto)
+        # An overflow record (the flow map was full) or a packet that was not IP knows no addresses or ports.
+        source_ip, dest_ip = _ip_or_none(key.source_ip), _ip_or_none(key.dest_ip)
+        no_ports = icmp or source_ip is None
         record: dict[str, Any] = {
             "start_time": int(start),
             "end_time": int(end),
             "action": "deny",
             "reporter": key.reporter,
             "host": self.host,
-            "proto": PROTO_NAMES.get(key.proto, str(key.proto)),
-            "source_ip": key.source_ip,
-            "source_port": None if icmp else key.source_port,
+            "proto": PROTO_NAMES.get(key.proto, str(key.proto)) if key.proto else None,
+            "source_ip": source_ip,
+            "source_port": None if no_ports else key.source_port,
             "source_type": "net",
             "source_name": "-",
             "source_name_aggr": "pub" if _is_public(key.source_ip) else "pvt",
             "source_namespace": "-",
-            "dest_ip": key.dest_ip,
-            "dest_port": None if icmp else key.dest_port,
+            "dest_ip": dest_ip,
+            "dest_port": None if no_ports else key.dest_port,
             "dest_type": "net",
             "dest_name": "-",
             "dest_name_aggr": "pub" if _is_public(key.dest_ip) else "pvt",
@@ -134,6 +138,13 @@ class FlowAggregator:
         if icmp:
             record["icmp_type"], record["icmp_code"] = key.source_port, key.dest_port
         return record
+
+
+def _ip_or_none(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def _is_public(address: str) -> bool:
@@ -321,3 +332,53 @@ class FlowShipper:
                 self.metrics.buffered.set(len(self._buffer))
             return False
         return True
+
+
+class RecordSink(Protocol):
+    def offer(self, records: Iterable[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FlowLogConfig:
+    url: str
+    flush_interval: float = 15.0
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    index: str = DEFAULT_INDEX
+    map_size: int = 16384
+    buffer_records: int = 100_000
+
+
+class FlowLogs:
+    """The agent's side: per-flow deltas of each drain in, one batch of records per flush interval out to ``sink``.
+
+    Called from the drain thread only; the sink (a FlowShipper) never blocks it."""
+
+    def __init__(
+        self,
+        *,
+        aggregator: FlowAggregator,
+        sink: RecordSink,
+        flush_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.aggregator = aggregator
+        self._sink = sink
+        self._interval = flush_interval
+        self._clock = clock
+        self._last_flush = clock()
+
+    def add(self, deltas: Mapping[FlowKey, tuple[int, int]]) -> None:
+        if deltas:
+            self.aggregator.add(deltas)
+
+    def tick(self) -> None:
+        now = self._clock()
+        if now - self._last_flush >= self._interval:
+            self._last_flush = now
+            self.flush()
+
+    def flush(self) -> None:
+        records = self.aggregator.flush()
+        if records:
+            self._sink.offer(records)

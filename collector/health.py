@@ -88,6 +88,11 @@ class Health:
             'Drops counted under a srcIP="overflow" series (BPF map full or over --max-series).',
             registry=r,
         )
+        self.flow_overflow_packets = Counter(
+            "policywatch_collector_flow_overflow_packets",
+            "Drops counted in a per-policy overflow flow record because the BPF flow map was full (--flow-logs).",
+            registry=r,
+        )
         self.ruleset_refreshes = Counter(
             "policywatch_collector_ruleset_refreshes",
             "Rebuilds of the mark -> policy table after an nftables ruleset changed.",

@@ -23,11 +23,13 @@ from pathlib import Path
 
 from collector import bpf_sys
 from collector.bpf_loader import (
+    FLOW_KEY_SIZE,
     KEY_SIZE,
     OVERFLOW_KEY_SIZE,
     VALUE_SIZE,
     Drained,
     DropCount,
+    FlowCount,
     format_source,
     read_fdinfo,
     read_prog_stats,
@@ -38,6 +40,7 @@ from collector.bpf_loader import (
 log = logging.getLogger(__name__)
 
 CACHE_VALUE_SIZE = 48  # struct drop_cache
+FLOW_CACHE_VALUE_SIZE = 64  # struct flow_cache
 CHUNK = 1024  # entries per batch syscall: userspace buffers stay small whatever --map-size is
 _ZERO_KEY = b"\0" * 4
 _NOT_SUPPORTED = (errno.EINVAL, errno.ENOTSUP, 524)  # 524 = ENOTSUPP (kernel-internal)
@@ -57,7 +60,10 @@ class _Pending:
     index: int
     drop_keys: list[bytes] = field(default_factory=list)
     overflow_keys: list[bytes] = field(default_factory=list)
+    flow_keys: list[bytes] = field(default_factory=list)
+    flow_overflow_keys: list[bytes] = field(default_factory=list)
     cache: bool = False
+    flow_cache: bool = False
 
 
 class PinnedDropSource:
@@ -82,8 +88,21 @@ class PinnedDropSource:
         self._drained = pinned("drained", 4, 8)
         self._maps = [*self._drops, *self._overflow, self._drops_slot, self._overflow_slot, self._generation]
         self._maps += [self._cache, self._unplaced, self._inserts, self._drained]
+        # a program built with --flow-logs has the flow maps too, swapped and drained with the others
+        self.flow_logs = (pin_dir / "flows_a").exists()
+        self._flows: list[_Map] = []
+        self._flow_overflow: list[_Map] = []
+        self._flow_slots: list[_Map] = []
+        if self.flow_logs:
+            self._flows = [pinned(f"flows_{x}", FLOW_KEY_SIZE, per_cpu) for x in "ab"]
+            self._flow_overflow = [pinned(f"flow_overflow_{x}", OVERFLOW_KEY_SIZE, per_cpu) for x in "ab"]
+            self._flow_slots = [pinned("flows_slot", 4, 4), pinned("flow_overflow_slot", 4, 4)]
+            self._flow_unplaced = pinned("flow_unplaced", 4, per_cpu)
+            self._flow_cache = pinned("flow_cache", 4, FLOW_CACHE_VALUE_SIZE * self._ncpu)
+            self._maps += [*self._flows, *self._flow_overflow, *self._flow_slots, self._flow_unplaced]
+            self._maps.append(self._flow_cache)
         self._prog_fd = bpf_sys.obj_get(pin_dir / "prog")
-        self._keys = ct.create_string_buffer(KEY_SIZE * CHUNK)
+        self._keys = ct.create_string_buffer(FLOW_KEY_SIZE * CHUNK)
         self._values = ct.create_string_buffer(per_cpu * CHUNK)
         self._token = ct.create_string_buffer(8)
         self._next_token = ct.create_string_buffer(8)
@@ -91,6 +110,9 @@ class PinnedDropSource:
         self.batch_ok = True  # False: the kernel lacks batch map ops, maps are read key by key
         self._empty_at: int | None = None  # the insert count when the last walk found the idle maps empty
         self.unplaced_seen = (0, 0)  # the monotonic unplaced counter's value already counted
+        # flow records are not part of the saved state: flow drops no map could place while no agent ran are
+        # not reported as flow records (they are in the policy series)
+        self.flow_unplaced_seen = self.flow_unplaced_total()
 
     # -- generation and slots -------------------------------------------------------------------------------
     @property
@@ -111,6 +133,10 @@ class PinnedDropSource:
         bpf_sys.update(self._generation.fd, _ZERO_KEY, struct.pack("<I", generation & 0xFFFFFFFF))
         bpf_sys.update(self._drops_slot.fd, _ZERO_KEY, struct.pack("<I", self._drops[index].fd))
         bpf_sys.update(self._overflow_slot.fd, _ZERO_KEY, struct.pack("<I", self._overflow[index].fd))
+        if self.flow_logs:
+            flows_slot, flow_overflow_slot = self._flow_slots
+            bpf_sys.update(flows_slot.fd, _ZERO_KEY, struct.pack("<I", self._flows[index].fd))
+            bpf_sys.update(flow_overflow_slot.fd, _ZERO_KEY, struct.pack("<I", self._flow_overflow[index].fd))
 
     def _counter(self, m: _Map) -> int:
         raw = bpf_sys.lookup(m.fd, _ZERO_KEY, m.value_size)
@@ -118,6 +144,12 @@ class PinnedDropSource:
 
     def unplaced_total(self) -> tuple[int, int]:
         raw = bpf_sys.lookup(self._unplaced.fd, _ZERO_KEY, self._unplaced.value_size)
+        return sum_per_cpu(raw, self._ncpu, VALUE_SIZE) if raw else (0, 0)
+
+    def flow_unplaced_total(self) -> tuple[int, int]:
+        if not self.flow_logs:
+            return (0, 0)
+        raw = bpf_sys.lookup(self._flow_unplaced.fd, _ZERO_KEY, self._flow_unplaced.value_size)
         return sum_per_cpu(raw, self._ncpu, VALUE_SIZE) if raw else (0, 0)
 
     # -- draining -------------------------------------------------------------------------------------------
@@ -132,6 +164,7 @@ class PinnedDropSource:
         pending = _Pending(index=idle)
         drops: list[DropCount] = []
         overflow: list[DropCount] = []
+        flows: list[FlowCount] = []
         inserted = self._counter(self._inserts)
         if inserted != self._counter(self._drained):  # else every map is empty: walk nothing
             for raw, (p, b) in self._read(self._drops[idle], pending.drop_keys):
@@ -140,7 +173,13 @@ class PinnedDropSource:
             for raw, (p, b) in self._read(self._overflow[idle], pending.overflow_keys):
                 pid, ns, _fam, _addr = parse_key(raw)
                 overflow.append(DropCount(pid, "overflow", p, b, ns))
-            if drops or overflow:
+            if self.flow_logs:
+                for raw, (p, b) in self._read(self._flows[idle], pending.flow_keys):
+                    flows.append(parse_flow_key(raw, p, b))
+                for raw, (p, b) in self._read(self._flow_overflow[idle], pending.flow_overflow_keys):
+                    pid, ns, _fam, _addr = parse_key(raw)
+                    flows.append(FlowCount(pid, ns, 0, "", 0, "", 0, p, b, overflow=True))
+            if drops or overflow or flows:
                 self._empty_at = None
             else:
                 # both generations walked empty with no insert in between: the two counts are out of step (an
@@ -155,8 +194,18 @@ class PinnedDropSource:
         total_p, total_b = self.unplaced_total()
         seen_p, seen_b = self.unplaced_seen
         self.unplaced_seen = (total_p, total_b)
+        if self.flow_logs:
+            cached_flows = self._read_flow_cache(idle)
+            pending.flow_cache = bool(cached_flows)
+            flows.extend(cached_flows)
+        flow_p, flow_b = self.flow_unplaced_total()
+        flow_seen_p, flow_seen_b = self.flow_unplaced_seen
+        self.flow_unplaced_seen = (flow_p, flow_b)
         self._pending = pending
         return Drained(
+            flows=flows,
+            flow_unplaced_packets=flow_p - flow_seen_p,
+            flow_unplaced_bytes=flow_b - flow_seen_b,
             drops=drops,
             overflow=overflow,
             unplaced_packets=total_p - seen_p,
@@ -170,7 +219,7 @@ class PinnedDropSource:
         Read while the program may be writing: a count that lands just after this look is drained next time."""
         if self._counter(self._inserts) != self._counter(self._drained):
             return False
-        if self.unplaced_total() != self.unplaced_seen:
+        if self.unplaced_total() != self.unplaced_seen or self.flow_unplaced_total() != self.flow_unplaced_seen:
             return False
         raw = bpf_sys.lookup(self._cache.fd, struct.pack("<I", active), self._cache.value_size) or b""
         return not any(
@@ -184,16 +233,25 @@ class PinnedDropSource:
             return
         deleted = self._delete(self._drops[pending.index], pending.drop_keys)
         deleted += self._delete(self._overflow[pending.index], pending.overflow_keys)
+        if self.flow_logs:
+            deleted += self._delete(self._flows[pending.index], pending.flow_keys)
+            deleted += self._delete(self._flow_overflow[pending.index], pending.flow_overflow_keys)
         if deleted:
             total = self._counter(self._drained) + deleted
             bpf_sys.update(self._drained.fd, _ZERO_KEY, struct.pack("<Q", total))
         if pending.cache:
             bpf_sys.update(self._cache.fd, struct.pack("<I", pending.index), b"\0" * self._cache.value_size)
+        if pending.flow_cache and self.flow_logs:
+            size = self._flow_cache.value_size
+            bpf_sys.update(self._flow_cache.fd, struct.pack("<I", pending.index), b"\0" * size)
 
     def purge(self, index: int) -> None:
         """Empty the idle maps ``index`` without counting them: a saved state already holds their counts."""
-        pending = _Pending(index=index, cache=True)
-        for m, keys in ((self._drops[index], pending.drop_keys), (self._overflow[index], pending.overflow_keys)):
+        pending = _Pending(index=index, cache=True, flow_cache=True)
+        maps = [(self._drops[index], pending.drop_keys), (self._overflow[index], pending.overflow_keys)]
+        if self.flow_logs:
+            maps += [(self._flows[index], pending.flow_keys), (self._flow_overflow[index], pending.flow_overflow_keys)]
+        for m, keys in maps:
             key = None
             while (key := bpf_sys.next_key(m.fd, key, m.key_size)) is not None:
                 keys.append(key)
@@ -274,6 +332,17 @@ class PinnedDropSource:
                 found.append(DropCount(pid, format_source(addr, fam), packets, nbytes, ns))
         return found
 
+    def _read_flow_cache(self, index: int) -> list[FlowCount]:
+        """The per-CPU last-flow cache of a generation no program writes any more."""
+        raw = bpf_sys.lookup(self._flow_cache.fd, struct.pack("<I", index), self._flow_cache.value_size) or b""
+        found = []
+        for cpu in range(len(raw) // FLOW_CACHE_VALUE_SIZE):
+            entry = raw[cpu * FLOW_CACHE_VALUE_SIZE : (cpu + 1) * FLOW_CACHE_VALUE_SIZE]
+            packets, nbytes = struct.unpack_from("<QQ", entry, FLOW_KEY_SIZE)
+            if packets:
+                found.append(parse_flow_key(entry[:FLOW_KEY_SIZE], packets, nbytes))
+        return found
+
     # -- facts ----------------------------------------------------------------------------------------------
     def bpf_stats(self) -> tuple[int, int] | None:
         return read_prog_stats(self._prog_fd)
@@ -296,6 +365,14 @@ class PinnedDropSource:
 
 _DROP_KEY = struct.Struct("<IIB7x16s")  # struct drop_key
 _OVERFLOW_KEY = struct.Struct("<II")  # struct overflow_key
+_FLOW_KEY = struct.Struct("<IIBBHH2x16s16s")  # struct flow_key
+
+
+def parse_flow_key(raw: bytes, packets: int, nbytes: int) -> FlowCount:
+    policy, netns, family, proto, sport, dport, saddr, daddr = _FLOW_KEY.unpack(raw)
+    return FlowCount(
+        policy, netns, proto, format_source(saddr, family), sport, format_source(daddr, family), dport, packets, nbytes
+    )
 
 
 def parse_key(raw: bytes) -> tuple[int, int, int, bytes]:

@@ -4,6 +4,7 @@ Run as root from the repository:  .venv/bin/python bench/collector/bench_collect
 
 Prints, each from this run:
   pps with no BPF program, with an empty kfree_skb program, with the collector (and the ratios to no-BPF);
+  the collector with --flow-logs shipping to a real policywatch-evaluator (its pps over the collector's without);
   BPF ns per event (kernel.bpf_stats_enabled=1 for one extra run, restored after); collector CPU;
   counted/sent (the collector's total against the frames sent and against the dropping rule's nft counter);
   then a flood from --sources distinct spoofed sources: series capped at --max-series, collector RSS growth over
@@ -44,6 +45,7 @@ from devstack.traffic import SPOOF_SENDER  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
+EVALUATOR = Path(sys.executable).with_name("policywatch-evaluator")
 POLICY = "bench/flood-deny"
 # A random mark: another namespace binding the same mark to another name would win the name (a conflict).
 MARK = 0x1000 + secrets.randbelow(0x2FFF)
@@ -205,6 +207,24 @@ class Collector:
         self.state_file.unlink(missing_ok=True)
 
 
+def start_evaluator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real evaluator (no scheduler) for the flow records of the --flow-logs runs."""
+    port = free_port()
+    argv = [str(EVALUATOR), "--port", str(port), "--no-scheduler", "--log-level", "warning"]
+    argv += ["--database-url", f"sqlite:///{workdir / 'bench.db'}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the evaluator did not start")
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -224,6 +244,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
         try:
             bench = Bench(net, build_flood(Path(tmp)), args.duration)
+            evaluator, evaluator_url = start_evaluator(Path(tmp))
             bench.flood(seconds=1)  # warm-up: ARP-free path, caches
             d = args.duration
             print(
@@ -245,6 +266,8 @@ def main() -> None:
             nft_delta = [0]
 
             with_collector: list[float] = []
+            with_flows: list[float] = []
+            shipped = 0.0
             cpu: list[float] = []
             sent_total = dropped_total = counted_total = 0
             for _ in range(args.runs):
@@ -271,6 +294,15 @@ def main() -> None:
                 finally:
                     collector.stop()
                 with_collector.append(dropped / d)
+                flows = Collector("--flow-logs", "--flow-logs-url", evaluator_url, "--flow-logs-flush-interval", "1")
+                try:
+                    nft_delta[0] = bench.flood()[1]
+                    keep_best("collector+flows")
+                    with_flows.append(nft_delta[0] / d)
+                    time.sleep(2.5)
+                    shipped += flows.health("policywatch_collector_flow_records_shipped_total")
+                finally:
+                    flows.stop()
                 sent_total += sent
                 dropped_total += dropped
                 counted_total += counted
@@ -312,6 +344,11 @@ def main() -> None:
             print(
                 f"  collector         {median(with_collector):>12,.0f} pps  ratio {median(with_collector) / base:.3f}"
                 f"  (runs: {', '.join(f'{x:,.0f}' for x in with_collector)})"
+            )
+            print(
+                f"  collector + flow logs {median(with_flows):>8,.0f} pps  ratio to the collector without them"
+                f" {median(with_flows) / median(with_collector):.3f}   target >= 0.97"
+                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_flows)}; {shipped:,.0f} records shipped)"
             )
             empty_raw = median(empties["empty raw tp"])
             print(
@@ -357,6 +394,9 @@ def main() -> None:
             spoofed(bench, args)
             drain_cost(bench)
         finally:
+            if "evaluator" in locals():
+                evaluator.terminate()
+                evaluator.wait(timeout=15)
             net.close()
 
 

@@ -45,8 +45,15 @@ class EvaluatorProcess:
         self.log = tmp_path / "evaluator.log"
         self.url = ""
 
-    def start(self, *args: str, env: dict[str, str] | None = None, scheme: str = "http", ca: str | None = None) -> str:
-        port = free_port()
+    def start(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        ca: str | None = None,
+        port: int | None = None,
+    ) -> str:
+        port = port or free_port()
         database = f"sqlite:///{self.tmp_path / 'server.db'}"
         argv = [sys.executable, "-m", "api.server", "--port", str(port), "--database-url", database]
         argv += ["--log-level", "warning", *args]

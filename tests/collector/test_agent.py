@@ -221,3 +221,41 @@ def test_bpf_stats_only_when_enabled(tmp_path: object) -> None:
     assert health.registry.get_sample_value("policywatch_collector_bpf_run_count_total") == 7
     assert health.registry.get_sample_value("policywatch_collector_bpf_run_time_seconds_total") == 3.0
     assert health.registry.get_sample_value("policywatch_collector_build_info", {"version": "v", "kernel": "k"}) == 1
+
+
+def test_flows_are_labelled_like_the_series_and_flushed_per_interval() -> None:
+    from typing import Any
+
+    from collector.bpf_loader import FlowCount
+    from collector.flowlogs import FlowAggregator, FlowLogs
+
+    flows = [
+        FlowCount(1, HOST, 6, "10.0.0.1", 40000, "10.0.0.9", 5432, 2, 120),
+        FlowCount(1, HOST, 0, "", 0, "", 0, 5, 300, overflow=True),
+        FlowCount(0, NS, 17, "10.0.0.2", 1, "10.0.0.9", 53, 1, 40),  # no policy made it: not a flow record
+    ]
+    source = FakeSource(Drained(flows=flows), Drained(flows=flows[:1]))
+    agent, _store, health, clock = make(source, FakeReader(Ruleset("host", rule_json(1, "default/deny-pg"), HOST)))
+    shipped: list[dict[str, Any]] = []
+
+    class Sink:
+        def offer(self, records: Any) -> None:
+            shipped.extend(records)
+
+    agent._flow_logs = FlowLogs(
+        aggregator=FlowAggregator(host="node-1", clock=clock), sink=Sink(), flush_interval=15, clock=clock
+    )
+    agent.tick()
+    clock.now += 10
+    agent.tick()
+    assert shipped == []  # within one flush interval
+    clock.now += 5
+    agent.tick()  # nothing new drained; the interval's records go out
+    by_port = {(r["source_ip"], r["dest_port"]): r for r in shipped}
+    assert set(by_port) == {("10.0.0.1", 5432), (None, None)}
+    pg = by_port[("10.0.0.1", 5432)]
+    assert (pg["packets_in"], pg["bytes_in"], pg["proto"], pg["host"]) == (4, 240, "tcp", "node-1")
+    assert pg["policies"]["all_policies"] == ["0|default|default/deny-pg|deny|0"]
+    assert (pg["start_time"], pg["end_time"], pg["num_flows_started"]) == (0, 15, 1)
+    assert by_port[(None, None)]["packets_in"] == 5 and by_port[(None, None)]["proto"] is None
+    assert health.flow_overflow_packets._value.get() == 5

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,53 +13,25 @@ import pytest
 from devstack.netns import Netns
 from devstack.services import free_port
 from devstack.traffic import SPOOF_SENDER, UDP_SENDER
-from tests.collector.harness import COLLECTOR, RunningCollector
+from tests.collector.harness import (
+    COLLECTOR,
+    NET,
+    PY,
+    UDP_V4_OVERHEAD,
+    UDP_V6_OVERHEAD,
+    V4_DST,
+    V4_SRC,
+    V6_DST,
+    V6_SRC,
+    RunningCollector,
+    nft_counter,
+    ours,
+    pair,
+    send,
+    tagged_drop,
+)
 
 pytestmark = pytest.mark.root
-
-PY = sys.executable
-# Random per run: other tests on this machine drop packets from their own namespaces, maybe from common addresses.
-_NET = secrets.randbelow(250) + 1, secrets.randbelow(250) + 1
-V4_SRC, V4_DST = f"10.{_NET[0]}.{_NET[1]}.1", f"10.{_NET[0]}.{_NET[1]}.2"
-V6_SRC, V6_DST = f"fd7e:{_NET[0]:x}:{_NET[1]:x}::1", f"fd7e:{_NET[0]:x}:{_NET[1]:x}::2"
-UDP_V4_OVERHEAD, UDP_V6_OVERHEAD = 28, 48  # IP + UDP headers: bytes are IP packet lengths, as nft counts them
-
-
-def pair(netns: Netns) -> tuple[str, str]:
-    """Sender and receiver namespaces joined by a veth, with IPv4 and IPv6 addresses."""
-    sender, receiver = netns.add("send"), netns.add("recv")
-    netns.veth(sender, receiver, addrs_a=[f"{V4_SRC}/24", f"{V6_SRC}/64"], addrs_b=[f"{V4_DST}/24", f"{V6_DST}/64"])
-    return sender, receiver
-
-
-def send(netns: Netns, ns: str, dst: str, port: int, count: int, size: int) -> None:
-    netns.run(ns, PY, "-c", UDP_SENDER, dst, str(port), str(count), str(size))
-
-
-def ours(series: dict[tuple[str, str, str], float], tag: str) -> dict[tuple[str, str, str], float]:
-    """Only the series of this test (other tests on the machine may drop packets too)."""
-    return {k: v for k, v in series.items() if tag in k[1] or k[2] in (V4_SRC, V6_SRC)}
-
-
-def tagged_drop(
-    netns: Netns, ns: str, *, port: int, mark: int, policy: str, family: str = "inet", hook: str = "input"
-) -> None:
-    """One deny rule in ``ns``: UDP to ``port`` is tagged with ``mark``, counted and dropped, ``policy`` its comment."""
-    netns.nft(
-        ns,
-        f"""table {family} pwtest {{ chain {hook} {{ type filter hook {hook} priority 0;
-            udp dport {port} meta mark set {mark:#x} counter drop comment "{policy}"
-        }}
-        }}""",
-    )
-
-
-def nft_counter(netns: Netns, ns: str, comment: str) -> tuple[int, int]:
-    for line in netns.run(ns, "nft", "list", "ruleset").splitlines():
-        if f'comment "{comment}"' in line:
-            words = line.split()
-            return int(words[words.index("packets") + 1]), int(words[words.index("bytes") + 1])
-    raise AssertionError(f"no rule {comment}")
 
 
 def test_two_policies_ipv4_ipv6_exact_packets_and_bytes(
@@ -186,7 +157,7 @@ def test_tiny_map_overflow_keeps_totals_exact(netns: Netns, start_collector: Cal
     tagged_drop(netns, receiver, port=7009, mark=0x99, policy=policy, family="ip", hook="prerouting")
     collector = start_collector("--map-size", "16", "--max-series", "40", "--drain-interval", "2")
     sources, repeat = 300, 2
-    netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", f"10.{_NET[0]}.200.1", str(sources), str(repeat))
+    netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7009", f"10.{NET[0]}.200.1", str(sources), str(repeat))
     sent = sources * repeat
     assert nft_counter(netns, receiver, policy)[0] == sent  # every packet reached the rule
 

@@ -120,3 +120,36 @@ def test_restart_and_attribution_flags() -> None:
     for bad in ("relative/dir", "/sys"):
         with pytest.raises(ConfigError, match="--bpf-dir: .* must be a directory inside a bpffs mount"):
             parse_config(["--bpf-dir", bad], {})
+
+
+def test_flow_logs_off_by_default_and_on_with_a_url(tmp_path: Path) -> None:
+    assert parse_config([], {}).flow_logs is None
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    c = parse_config(
+        ["--flow-logs", "--flow-logs-url", "http://ev:8080", "--flow-logs-token-file", str(token)], {}
+    ).flow_logs
+    assert c is not None and (c.url, c.flush_interval, c.token_file) == ("http://ev:8080", 15.0, token)
+    env = {"POLICYWATCH_FLOW_LOGS": "true", "POLICYWATCH_FLOW_LOGS_URL": "https://os:9200"}
+    c = parse_config([], {**env, "FELIX_FLOWLOGSFLUSHINTERVAL": "5"}).flow_logs
+    assert c is not None and (c.url, c.flush_interval) == ("https://os:9200", 5.0)
+    c = parse_config(["--flow-logs-flush-interval", "2"], {**env, "FELIX_FLOWLOGSFLUSHINTERVAL": "5"}).flow_logs
+    assert c is not None and c.flush_interval == 2.0  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--flow-logs"], "--flow-logs needs --flow-logs-url"),
+        (["--flow-logs", "--flow-logs-url", "ev:8080"], "must be an http:// or https:// URL"),
+        (
+            ["--flow-logs", "--flow-logs-url", "http://e", "--flow-logs-flush-interval", "0"],
+            "--flow-logs-flush-interval",
+        ),
+        (["--flow-logs", "--flow-logs-url", "http://e", "--flow-logs-token-file", "/nonexistent"], "not a readable"),
+        (["--flow-logs", "--flow-logs-url", "http://e", "--flow-map-size", "0"], "--flow-map-size"),
+    ],
+)
+def test_flow_logs_bad_values_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv, {})

@@ -10,8 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from devstack.netns import Netns
-from tests.collector.harness import RunningCollector
-from tests.collector.test_collector_root import V4_DST, V4_SRC, nft_counter, pair, tagged_drop
+from tests.collector.harness import V4_DST, V4_SRC, RunningCollector, nft_counter, pair, tagged_drop
 
 pytestmark = pytest.mark.root
 
