@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import ApiError, render, status_body
 from api.resources import GROUP, KINDS, Kind, ObjectInvalid
-from api.store import AlreadyExists, Conflict, Expired, NotFound, StoreError, UidConflict
+from api.store import AlreadyExists, Conflict, Expired, NotFound, ObjectStoreError, UidConflict
 from evaluator.alerts import FieldError, SpecInvalid
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return render(request, body, status_code=422)
 
     async def store_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StoreError)
+        assert isinstance(exc, ObjectStoreError)
         code, reason = 500, "InternalError"
         if isinstance(exc, NotFound):
             code, reason = 404, "NotFound"
@@ -141,7 +141,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(SpecInvalid, spec_invalid)
-    app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(ObjectStoreError, store_error)
     app.add_exception_handler(Expired, expired)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

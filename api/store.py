@@ -56,7 +56,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class StoreError(Exception):
+class ObjectStoreError(Exception):
     """Base of the store's outcomes that the API turns into HTTP errors."""
 
     def __init__(self, kind: Kind, name: str, message: str) -> None:
@@ -65,12 +65,12 @@ class StoreError(Exception):
         super().__init__(message)
 
 
-class NotFound(StoreError):
+class NotFound(ObjectStoreError):
     def __init__(self, kind: Kind, name: str) -> None:
         super().__init__(kind, name, f'{kind.kind} "{name}" not found')
 
 
-class AlreadyExists(StoreError):
+class AlreadyExists(ObjectStoreError):
     def __init__(self, kind: Kind, name: str) -> None:
         super().__init__(kind, name, f'{kind.kind} "{name}" already exists; use PUT (replace/apply) to change it')
 
@@ -85,7 +85,7 @@ class Expired(Exception):
         )
 
 
-class Conflict(StoreError):
+class Conflict(ObjectStoreError):
     def __init__(self, kind: Kind, name: str, sent: int, current: int | None) -> None:
         now = f"is now {current}" if current is not None else "changed meanwhile"
         super().__init__(
@@ -95,7 +95,7 @@ class Conflict(StoreError):
         )
 
 
-class UidConflict(StoreError):
+class UidConflict(ObjectStoreError):
     def __init__(self, kind: Kind, name: str, sent: str, current: str) -> None:
         super().__init__(
             kind,
