@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.db import migrate
 from devstack.netns import Netns, netns_support
 from devstack.services import AlertmanagerServer, PostgresServer, PrometheusServer, WebhookReceiver
-from tests.api.support import EvaluatorProcess
+from tests.api.support import EvaluatorProcess, make_client
 from tests.fixtures.kube import KubeCluster, KubeTestApiserver, env_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +136,20 @@ def evaluator(tmp_path: Path) -> Iterator[EvaluatorProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: SQLite, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'policywatch.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_database"))
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    with make_client(db_url) as test_client:
+        yield test_client

@@ -20,23 +20,6 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database: SQLite, then a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'policywatch.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_database"))
-    migrate(url)
-    return url
-
-
-@pytest.fixture
-def client(db_url: str) -> Iterator[TestClient]:
-    with make_client(db_url) as test_client:
-        yield test_client
-
-
 @pytest.fixture
 def sqlite_client(sqlite_url: str) -> Iterator[TestClient]:
     with make_client(sqlite_url) as test_client:

@@ -7,7 +7,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,6 @@ PY = sys.executable
 _NET = secrets.randbelow(250) + 1, secrets.randbelow(250) + 1
 V4_SRC, V4_DST = f"10.{_NET[0]}.{_NET[1]}.1", f"10.{_NET[0]}.{_NET[1]}.2"
 V6_SRC, V6_DST = f"fd7f:{_NET[0]:x}:{_NET[1]:x}::1", f"fd7f:{_NET[0]:x}:{_NET[1]:x}::2"
-
-
-@pytest.fixture
-def evaluator(tmp_path: Path) -> Iterator[EvaluatorProcess]:
-    process = EvaluatorProcess(tmp_path)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def stored_flows(tmp_path: Path, tag: str) -> list[dict[str, Any]]:
