@@ -33,7 +33,9 @@ TOP_LEVEL_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 # Server-owned metadata a client may echo back (e.g. `get -o yaml` then `apply`); ignored on write.
 SERVER_METADATA = ("uid", "creationTimestamp", "generation", "selfLink", "managedFields", "namespace")
 CLIENT_METADATA = ("name", "resourceVersion", "labels", "annotations")
-_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 
@@ -202,14 +204,33 @@ def _string_map(path: str, value: Any, errors: list[FieldError], *, label: bool)
         if not isinstance(item, str):
             errors.append(FieldError(where, _short(item), 'must be a string (quote numbers and booleans: "true")'))
             continue
-        if label and (len(str(key)) > 317 or not _LABEL_KEY.fullmatch(str(key))):
-            errors.append(FieldError(where, key, "invalid label key: [prefix/]name of alphanumerics, '-', '_', '.'"))
+        problem = _qualified_name_problem(str(key))
+        if problem is not None:
+            errors.append(
+                FieldError(where, _short(key), f"invalid {'label' if label else 'annotation'} key: {problem}")
+            )
             continue
         if label and (len(item) > 63 or not _LABEL_VALUE.fullmatch(item)):
             errors.append(FieldError(where, item, "invalid label value: at most 63 alphanumerics, '-', '_' or '.'"))
             continue
         out[str(key)] = item
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in out.items())
+    if not label and size > MAX_ANNOTATIONS_BYTES:
+        errors.append(
+            FieldError(path, f"{size} bytes", f"annotations may total at most {MAX_ANNOTATIONS_BYTES} bytes (256 KiB)")
+        )
     return out
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    """Kubernetes' rule for label and annotation keys: ``[prefix/]name``, the name at most 63 characters of
+    alphanumerics, '-', '_' and '.' (alphanumeric at both ends), the prefix a DNS subdomain of at most 253."""
+    prefix, _, name = key.rpartition("/")
+    if not _NAME_PART.fullmatch(name) or len(name) > 63:
+        return "[prefix/]name: the name at most 63 alphanumerics, '-', '_' or '.', alphanumeric at both ends"
+    if "/" in key and (not _DNS_SUBDOMAIN.fullmatch(prefix) or len(prefix) > 253):
+        return "the prefix before '/' must be a lower-case DNS subdomain of at most 253 characters"
+    return None
 
 
 def _short(value: Any) -> Any:

@@ -141,6 +141,35 @@ def test_metadata_checks(client: TestClient) -> None:
     assert errors == {"metadata.labels.bad key!", "metadata.annotations.n", "metadata.resourceVersion", "metadata.foo"}
 
 
+@pytest.mark.parametrize(
+    ("labels", "annotations", "bad"),
+    [
+        ({"a" * 64: "v"}, {}, "metadata.labels." + "a" * 64),  # a name part is at most 63
+        ({"Example.com/app": "v"}, {}, "metadata.labels.Example.com/app"),  # the prefix is a lower-case DNS name
+        ({"x" * 254 + "/app": "v"}, {}, "metadata.labels." + "x" * 254 + "/app"),
+        ({}, {"-note": "x"}, "metadata.annotations.-note"),  # annotation keys follow the same rule
+        ({}, {"big": "x" * (256 * 1024)}, "metadata.annotations"),  # 256 KiB in all, keys included
+    ],
+)
+def test_label_and_annotation_keys_and_sizes_as_kubernetes(
+    sqlite_client: TestClient, labels: dict[str, str], annotations: dict[str, str], bad: str
+) -> None:
+    body = alert()
+    body["metadata"].update(labels=labels, annotations=annotations)
+    response = sqlite_client.post("/globalalerts", json=body)
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == [bad]
+
+
+def test_kubernetes_shaped_keys_are_accepted(sqlite_client: TestClient) -> None:
+    body = alert()
+    body["metadata"].update(
+        labels={"app.kubernetes.io/name": "web", "a" * 63: "v"},
+        annotations={"kubectl.kubernetes.io/last-applied-configuration": "{}", "note": "y" * (200 * 1024)},
+    )
+    assert sqlite_client.post("/globalalerts", json=body).status_code == 201
+
+
 def test_server_metadata_echoed_back_is_ignored(client: TestClient) -> None:
     created = client.post("/globalalerts", json=alert()).json()
     created["spec"]["severity"] = 7
