@@ -79,7 +79,9 @@ def test_prometheus_fires_the_rules_on_the_denied_traffic(walk: Walkthrough) -> 
     assert set(walk.firing) == set(EXPECTED_ALERTS)
     rate = walk.firing[("CalicoDeniedSourceRateHigh", POLICY_DB, "10.77.0.1")]
     assert rate["labels"]["severity"] == "warning"
-    assert 15 < float(rate["value"]) < 40  # the sender's 25 packets/s
+    # The sender's 25 packets/s. It keeps its average by catching up after a stall of a busy machine, so one
+    # 1-minute window can see up to about twice that; the rule's threshold is 5/s.
+    assert 15 < float(rate["value"]) < 60
 
 
 def test_prometheus_loaded_every_rule_healthy(walk: Walkthrough) -> None:
