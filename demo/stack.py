@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.assets import JOB_COLLECTOR, JOB_COLLECTOR_HEALTH, JOB_EVALUATOR, RULES_FILE
-from demo.samples import ALERT_NAME, GLOBAL_ALERT, flow_logs, ndjson
+from demo.samples import ALERT_NAME, FLOW_LOGS_FLUSH_INTERVAL, GLOBAL_ALERT
 from demo.topology import Topology
 from devstack.services import (
     LOOPBACK,
@@ -83,7 +84,8 @@ class DemoStack:
         self.collector: ManagedProcess | None = None
         self.collector_url = ""
         self.evaluator: ManagedProcess | None = None
-        self.evaluator_url = ""
+        self.evaluator_url = ""  # set once the evaluator runs (Prometheus scrapes it from then on)
+        self.evaluator_port = free_port()  # known before: the collector ships its flow records there
         self.webhook: WebhookReceiver | None = None
         self.alertmanager: AlertmanagerServer | None = None
         self.prometheus: PrometheusServer | None = None
@@ -93,6 +95,9 @@ class DemoStack:
     def start_network(self) -> None:
         self._undo.append(self.topology.close)
         self.topology.build()
+
+    def start_traffic(self) -> None:
+        """Once the collector runs: every denied datagram is then in its flow records as in the nft counters."""
         self.topology.start_traffic(seconds=self.traffic_seconds)
 
     def enable_bpf_stats(self) -> None:
@@ -122,6 +127,15 @@ class DemoStack:
             "60",
             "--ruleset-refresh",
             "1",
+        ]
+        # Denied-flow records to the evaluator's flows data set, which the GlobalAlert reads. The evaluator starts
+        # later on the port kept for it; until then the collector keeps its records and retries.
+        argv += [
+            "--flow-logs",
+            "--flow-logs-url",
+            f"http://{LOOPBACK}:{self.evaluator_port}",
+            "--flow-logs-flush-interval",
+            str(FLOW_LOGS_FLUSH_INTERVAL),
         ]
         # The demo's own pins and state file: the collector keeps its program attached across restarts, so a
         # demo run must neither continue an earlier run's totals nor leave its program behind.
@@ -183,7 +197,7 @@ class DemoStack:
         }
 
     def start_evaluator(self, *, timeout: float = 60.0) -> None:
-        port = free_port()
+        port = self.evaluator_port
         self.evaluator_url = f"http://{LOOPBACK}:{port}"
         argv = [
             venv_command("policywatch-evaluator"),
@@ -194,21 +208,23 @@ class DemoStack:
             "--database-url",
             f"sqlite:///{self.workdir / 'policywatch.db'}",
         ]
-        env = {**os.environ, "POLICYWATCH_ALERTMANAGER_URL": self.alertmanager.url if self.alertmanager else ""}
+        env = {
+            **os.environ,
+            "POLICYWATCH_ALERTMANAGER_URL": self.alertmanager.url if self.alertmanager else "",
+            # the collector's --flow-logs-flush-interval: the lookback warning allows for it
+            "POLICYWATCH_FLOW_LOGS_FLUSH_INTERVAL": f"{FLOW_LOGS_FLUSH_INTERVAL}s",
+        }
         self.evaluator = ManagedProcess(argv, log_path=self.workdir / "evaluator.log", env=env)
         self._undo.append(self.evaluator.stop)
         self._wait_ready(self.evaluator, f"{self.evaluator_url}/metrics", "evaluator", timeout)
 
-    def load_alert_and_flows(self) -> Any:
-        """Ingest the sample flow logs, then create the GlobalAlert; return the bulk answer."""
-        answer = http_json(
-            "POST",
-            f"{self.evaluator_url}/datasets/flows/_bulk",
-            ndjson(flow_logs()),
-            content_type="application/x-ndjson",
-        )
-        http_json("POST", f"{self.evaluator_url}/globalalerts", json.dumps(GLOBAL_ALERT).encode())
-        return answer
+    def wait_flows_stored(self) -> None:
+        """Long enough for the collector's last flush of the finished senders to be shipped and stored."""
+        time.sleep(3 * FLOW_LOGS_FLUSH_INTERVAL)
+
+    def create_alert(self) -> Any:
+        """Create the GlobalAlert over the flows data set the collector feeds; return the answer."""
+        return http_json("POST", f"{self.evaluator_url}/globalalerts", json.dumps(GLOBAL_ALERT).encode())
 
     def events(self) -> list[dict[str, Any]]:
         doc = http_json("GET", f"{self.evaluator_url}/events?alert={ALERT_NAME}")

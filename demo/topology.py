@@ -11,7 +11,9 @@ frontend (10.77.0.1, .11, .12, fd77::1)  <--veth-->  db (10.77.0.2, fd77::2)
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from demo.assets import REPO_ROOT
@@ -25,6 +27,8 @@ MARK_UNNAMED = 0x1D3  # set and dropped by a rule with no comment: exported unde
 FRONTEND_IPS = ("10.77.0.1", "10.77.0.11", "10.77.0.12", "fd77::1")
 DB_IPS = ("10.77.0.2", "fd77::2")
 TABLE = "policywatch_demo"
+DENIED_PORT = 5432  # the GlobalAlert's dest_port
+DENIED_SECONDS = 180  # the senders to DENIED_PORT send a fixed count: this long at their rate
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Flow:
     port: int
     rate: float
     policy: str
+    count: int | None = None  # a fixed number of datagrams (known totals to check against); None: until stopped
 
 
 def _ruleset(rules: str) -> str:
@@ -57,6 +62,7 @@ class Topology:
         self.netns = netns or Netns()
         self.frontend = ""
         self.db = ""
+        self.fixed_senders: list[subprocess.Popen[bytes]] = []  # the fixed-count ones: their total is known
 
     def build(self) -> Topology:
         self.frontend = self.netns.add("frontend")
@@ -88,21 +94,28 @@ class Topology:
         return self
 
     def flows(self) -> list[Flow]:
-        """10.77.0.1 hammers the database (above the rules' per-source and per-policy thresholds); the rest trickle."""
+        """10.77.0.1 hammers the database (above the rules' per-source and per-policy thresholds); the rest trickle.
+
+        The senders to DENIED_PORT send a fixed count (rate x DENIED_SECONDS), so the GlobalAlert's sum is known.
+        """
         return [
-            Flow(self.frontend, "10.77.0.1", "10.77.0.2", 5432, 25.0, POLICY_DB),
-            Flow(self.frontend, "10.77.0.11", "10.77.0.2", 5432, 3.0, POLICY_DB),
-            Flow(self.frontend, "10.77.0.12", "10.77.0.2", 5432, 2.0, POLICY_DB),
-            Flow(self.frontend, "fd77::1", "fd77::2", 5432, 2.0, POLICY_DB),
+            Flow(self.frontend, "10.77.0.1", "10.77.0.2", DENIED_PORT, 25.0, POLICY_DB, 25 * DENIED_SECONDS),
+            Flow(self.frontend, "10.77.0.11", "10.77.0.2", DENIED_PORT, 3.0, POLICY_DB, 3 * DENIED_SECONDS),
+            Flow(self.frontend, "10.77.0.12", "10.77.0.2", DENIED_PORT, 2.0, POLICY_DB, 2 * DENIED_SECONDS),
+            Flow(self.frontend, "fd77::1", "fd77::2", DENIED_PORT, 2.0, POLICY_DB, 2 * DENIED_SECONDS),
             Flow(self.db, "10.77.0.2", "10.77.0.1", 53, 2.0, POLICY_FRONTEND),
             Flow(self.frontend, "10.77.0.11", "10.77.0.2", 9, 1.0, "no policy: an unmarked drop"),
             Flow(self.frontend, "10.77.0.12", "10.77.0.2", 10, 1.0, f"no comment: mark/{MARK_UNNAMED:#x}"),
         ]
 
     def start_traffic(self, *, seconds: float) -> None:
-        """Start every flow in the background, bounded to ``seconds``; close() stops them."""
+        """Start every flow in the background, bounded to ``seconds`` (or its fixed count); close() stops them."""
         for flow in self.flows():
-            self.netns.popen(
+            if flow.count is not None:  # its count, however long it takes (twice the time it needs at most)
+                count, limit = flow.count, max(seconds, 2 * flow.count / flow.rate)
+            else:
+                count, limit = int(flow.rate * seconds) + 1, seconds
+            proc = self.netns.popen(
                 flow.ns,
                 sys.executable,
                 "-m",
@@ -116,11 +129,27 @@ class Topology:
                 "--rate",
                 str(flow.rate),
                 "--count",
-                str(int(flow.rate * seconds) + 1),
+                str(count),
                 "--seconds",
-                str(seconds),
+                str(limit),
                 cwd=str(REPO_ROOT),
             )
+            if flow.count is not None:
+                self.fixed_senders.append(proc)
+
+    def wait_fixed_senders(self, *, timeout: float) -> None:
+        """Until every fixed-count sender has sent its count and exited."""
+        deadline = time.monotonic() + timeout
+        for proc in self.fixed_senders:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+
+    def packets_sent_to(self, port: int) -> dict[str, int]:
+        """Per destination address, the datagrams the fixed-count senders to ``port`` send in all."""
+        sent: dict[str, int] = {}
+        for flow in self.flows():
+            if flow.port == port and flow.count is not None:
+                sent[flow.dst] = sent.get(flow.dst, 0) + flow.count
+        return sent
 
     def nft_counters(self) -> str:
         return self.netns.run(self.db, "nft", "list", "table", "inet", TABLE) + self.netns.run(

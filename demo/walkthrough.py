@@ -12,9 +12,18 @@ from typing import Any
 
 from demo.assets import RULES_FILE
 from demo.dashboards import PanelQuery, all_panel_queries
-from demo.samples import ALERT_NAME, GLOBAL_ALERT
+from demo.samples import ALERT_NAME, FLOW_LOGS_FLUSH_INTERVAL, GLOBAL_ALERT
 from demo.stack import DemoStack, StackError
-from demo.topology import DB_IPS, FRONTEND_IPS, MARK_DB, MARK_FRONTEND, MARK_UNNAMED, POLICY_DB, POLICY_FRONTEND
+from demo.topology import (
+    DB_IPS,
+    DENIED_SECONDS,
+    FRONTEND_IPS,
+    MARK_DB,
+    MARK_FRONTEND,
+    MARK_UNNAMED,
+    POLICY_DB,
+    POLICY_FRONTEND,
+)
 from devstack.services import wait_until
 
 # The fallback label of a mark that no rule comment names is a demo series too.
@@ -39,7 +48,7 @@ class Walkthrough:
         self.alert_timeout = alert_timeout
         self.metric_lines: list[str] = []
         self.unattributed = 0.0  # the unmarked drop, from /collector/metrics
-        self.ingest_answer: Any = None
+        self.alert_answer: Any = None
         self.events: list[dict[str, Any]] = []
         self.firing: dict[tuple[str, str, str | None], dict[str, Any]] = {}
         self.delivered: list[dict[str, Any]] = []
@@ -53,12 +62,13 @@ class Walkthrough:
         self.monitoring()
         self.evaluator()
         self.prometheus_alerts()
+        self.global_alert()
         self.dashboards()
         self.where_to_look()
 
     # -- steps ----------------------------------------------------------------------------------------------
     def network(self) -> None:
-        self.say("[1/6] Two namespaces with tagged deny rules, and traffic they deny")
+        self.say("[1/7] Two namespaces with tagged deny rules, and traffic they deny")
         self.stack.start_network()
         topo = self.stack.topology
         self.say(f"      {topo.frontend} ({', '.join(FRONTEND_IPS)})  <-veth->  {topo.db} ({', '.join(DB_IPS)})")
@@ -68,14 +78,17 @@ class Walkthrough:
         )
         self.say(f"      {topo.db}: udp dport 9 drop   (no mark: no policy made it, not a calico_denied series)")
         for flow in topo.flows():
+            count = f", {flow.count} in all" if flow.count is not None else ""
             self.say(
-                f"      sending {flow.rate:g}/s  {flow.src} -> {flow.dst}:{flow.port}/udp  (denied by {flow.policy})"
+                f"      sending {flow.rate:g}/s{count}  {flow.src} -> {flow.dst}:{flow.port}/udp"
+                f"  (denied by {flow.policy})"
             )
 
     def collector(self) -> None:
-        self.say("\n[2/6] The collector: eBPF on skb:kfree_skb, policy names from the nft rule comments")
+        self.say("\n[2/7] The collector: eBPF on skb:kfree_skb, policy names from the nft rule comments")
         self.stack.enable_bpf_stats()
         self.stack.start_collector()
+        self.stack.start_traffic()  # now: the collector sees every denied datagram from the first
 
         def demo_lines() -> list[str]:
             lines = [line for line in self.stack.denied_lines() if is_demo_series(line)]
@@ -96,7 +109,7 @@ class Walkthrough:
         self.say(f'      policywatch_collector_unattributed_drops_total{{namespace="{db}"}} {self.unattributed:g}')
 
     def monitoring(self) -> None:
-        self.say("\n[3/6] Prometheus with the chart's alerting rules, Alertmanager with a webhook receiver")
+        self.say("\n[3/7] Prometheus with the chart's alerting rules, Alertmanager with a webhook receiver")
         self.stack.start_monitoring()
         prometheus = self.stack.prometheus
         assert prometheus is not None
@@ -111,36 +124,16 @@ class Walkthrough:
             self.say(f"      scrape {url}: {health}")
 
     def evaluator(self) -> None:
-        self.say("\n[4/6] The GlobalAlert evaluator: sample flow logs and a GlobalAlert")
+        self.say("\n[4/7] The GlobalAlert evaluator: the collector ships its denied-flow records there")
         self.stack.start_evaluator()
         self.stack.scrape_prometheus_again()
-        self.ingest_answer = self.stack.load_alert_and_flows()
-        spec = GLOBAL_ALERT["spec"]
-        self.say(f"      POST {self.stack.evaluator_url}/datasets/flows/_bulk -> {json.dumps(self.ingest_answer)}")
-        self.say(f"      POST {self.stack.evaluator_url}/globalalerts  {ALERT_NAME}: query {spec['query']!r},")
         self.say(
-            f"           aggregateBy {spec['aggregateBy']}, {spec['metric']}({spec['field']}) {spec['condition']} "
-            f"{spec['threshold']}, period {spec['period']}"
+            f"      collector --flow-logs -> POST {self.stack.evaluator_url}/_bulk every {FLOW_LOGS_FLUSH_INTERVAL} s"
+            " (one record per denied flow: drop -> flow record -> GlobalAlert event)"
         )
-        self.events = wait_until(self.stack.events, timeout=self.alert_timeout, interval=1, what="GlobalAlert events")
-        self.say(f"      GET {self.stack.evaluator_url}/events?alert={ALERT_NAME}:")
-        for event in self.events:
-            self.say(f"      event  {event.get('time')}  severity {event.get('severity')}: {event.get('description')}")
-            self.say(f"             record {json.dumps(event.get('record'), sort_keys=True)}")
-        alertmanager = self.stack.alertmanager
-        assert alertmanager is not None
-
-        def notified() -> list[dict[str, Any]]:
-            return [a for a in alertmanager.alerts() if a.get("labels", {}).get("alertname") == ALERT_NAME]
-
-        self.notified = wait_until(notified, timeout=60, interval=1, what="the GlobalAlert to reach Alertmanager")
-        self.say(f"      Alertmanager {alertmanager.url}/api/v2/alerts holds {len(self.notified)} for {ALERT_NAME}:")
-        for alert in self.notified:
-            labels = {k: v for k, v in sorted(alert["labels"].items()) if k != "alertname"}
-            self.say(f"      {json.dumps(labels)}")
 
     def prometheus_alerts(self) -> None:
-        self.say("\n[5/6] Prometheus alerts on the denied traffic, delivered through Alertmanager")
+        self.say("\n[5/7] Prometheus alerts on the denied traffic, delivered through Alertmanager")
         self.say("      (the rate rules hold for 1 minute before firing)")
 
         def all_firing() -> bool:
@@ -171,8 +164,37 @@ class Walkthrough:
             f" ({', '.join(names)})"
         )
 
+    def global_alert(self) -> None:
+        """Once the fixed-count senders to 5432 are done and flushed: the GlobalAlert, and its events' exact sums."""
+        self.say("\n[6/7] A GlobalAlert over the collector's flow records, once the senders to 5432 are done")
+        self.stack.topology.wait_fixed_senders(timeout=DENIED_SECONDS * 2 + 60)
+        self.stack.wait_flows_stored()
+        self.alert_answer = self.stack.create_alert()
+        spec = GLOBAL_ALERT["spec"]
+        self.say(f"      POST {self.stack.evaluator_url}/globalalerts  {ALERT_NAME}: query {spec['query']!r},")
+        self.say(
+            f"           aggregateBy {spec['aggregateBy']}, {spec['metric']}({spec['field']}) {spec['condition']} "
+            f"{spec['threshold']}, period {spec['period']}"
+        )
+        self.events = wait_until(self.stack.events, timeout=self.alert_timeout, interval=1, what="GlobalAlert events")
+        self.say(f"      GET {self.stack.evaluator_url}/events?alert={ALERT_NAME}:")
+        for event in self.events:
+            self.say(f"      event  {event.get('time')}  severity {event.get('severity')}: {event.get('description')}")
+            self.say(f"             record {json.dumps(event.get('record'), sort_keys=True)}")
+        alertmanager = self.stack.alertmanager
+        assert alertmanager is not None
+
+        def notified() -> list[dict[str, Any]]:
+            return [a for a in alertmanager.alerts() if a.get("labels", {}).get("alertname") == ALERT_NAME]
+
+        self.notified = wait_until(notified, timeout=60, interval=1, what="the GlobalAlert to reach Alertmanager")
+        self.say(f"      Alertmanager {alertmanager.url}/api/v2/alerts holds {len(self.notified)} for {ALERT_NAME}:")
+        for alert in self.notified:
+            labels = {k: v for k, v in sorted(alert["labels"].items()) if k != "alertname"}
+            self.say(f"      {json.dumps(labels)}")
+
     def dashboards(self) -> None:
-        self.say("\n[6/6] Grafana dashboards: their panel queries against this Prometheus")
+        self.say("\n[7/7] Grafana dashboards: their panel queries against this Prometheus")
         prometheus = self.stack.prometheus
         assert prometheus is not None
         self.panels_with_data, self.panels_without_data = [], []

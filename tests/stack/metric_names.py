@@ -18,6 +18,7 @@ COLLECTOR_HEALTH = {
     "policywatch_collector_unattributed_drops_total",
     "policywatch_collector_unattributed_bytes_total",
     "policywatch_collector_start_time_seconds",
+    "policywatch_collector_flow_records_shipped_total",
 }
 EVALUATOR = {
     "policywatch_evaluator_alert_runs_total",
