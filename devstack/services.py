@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -119,6 +120,27 @@ def _wait_http_ready(process: ManagedProcess, url: str, *, timeout: float, name:
         wait_until(ready, timeout=timeout, what=f"{name} at {url}")
     except TimeoutError as err:
         raise TimeoutError(f"{err}\n{process.log_tail()}") from None
+
+
+class EvaluatorServer:
+    """``policywatch-evaluator`` (``python -m api.server``) on a free loopback port over ``database_url``, for
+    benchmarks: started by the constructor, ready once ``/healthz`` answers, always stopped with ``stop()``."""
+
+    def __init__(
+        self, database_url: str, *, log_path: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        argv = [sys.executable, "-m", "api.server", "--port", str(self.port), "--database-url", database_url, *args]
+        self.process = ManagedProcess(argv, log_path=log_path, env={**os.environ, **(env or {})})
+        try:
+            _wait_http_ready(self.process, f"{self.url}/healthz", timeout=60, name="policywatch-evaluator")
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def stop(self) -> None:
+        self.process.stop(timeout=15)
 
 
 def _postgres_bindir() -> Path:

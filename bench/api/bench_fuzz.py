@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import content_type_conformance, not_a_server_error, status_code_conformance
 from schemathesis.core.failures import Failure, FailureGroup
 
-from devstack.services import PostgresServer, free_port
+from devstack.services import EvaluatorServer, PostgresServer
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
 REQUEST_TIMEOUT = 30.0
@@ -51,38 +50,6 @@ class OperationFigures:
     failures: set[str] = field(default_factory=set)
     reproducers: dict[str, str] = field(default_factory=dict)  # 5xx signature -> one reproducer
     statuses: Counter[int] = field(default_factory=Counter)
-
-
-class Evaluator:
-    """``policywatch-evaluator`` in a subprocess over ``database_url``; always stopped."""
-
-    def __init__(self, database_url: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / f"evaluator-{self.port}.log"
-        argv = [sys.executable, "-m", "api.server", "--port", str(self.port), "--database-url", database_url]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen([*argv, "--log-level", "error"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"evaluator exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"evaluator did not answer: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
 
 
 def _reproducer(case: schemathesis.Case, status: int, text: str) -> str:
@@ -184,7 +151,7 @@ def with_request_bodies(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def fuzz_store(database_url: str, workdir: Path, examples: int, rng_seed: int) -> dict[str, OperationFigures]:
-    evaluator = Evaluator(database_url, workdir)
+    evaluator = EvaluatorServer(database_url, log_path=workdir / "evaluator.log", args=["--log-level", "error"])
     try:
         raw = httpx.get(f"{evaluator.url}/openapi.json", timeout=10).raise_for_status().json()
         schema = schemathesis.openapi.from_dict(with_request_bodies(raw))
@@ -195,8 +162,8 @@ def fuzz_store(database_url: str, workdir: Path, examples: int, rng_seed: int) -
             results[label] = fuzz_operation(operation, evaluator.url, examples, rng_seed)
             figures = results[label]
             print(f"  {label:<62} {figures.cases:>6} cases {figures.server_errors:>4} 5xx", file=sys.stderr)
-        if evaluator.process.poll() is not None:
-            raise RuntimeError(f"evaluator died during the run: {evaluator.log.read_text()[-2000:]}")
+        if not evaluator.process.alive():
+            raise RuntimeError(f"evaluator died during the run: {evaluator.process.log_tail(40)}")
         return results
     finally:
         evaluator.stop()

@@ -11,7 +11,6 @@ the endpoint costs without the shipper. Both must end with every record acknowle
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,8 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "ingest"))
-from bench_ingest import Evaluator  # noqa: E402
-
-from collector.flowlogs import FlowAggregator, FlowKey, FlowShipper, bulk_body  # noqa: E402
+from collector.flowlogs import FlowAggregator, FlowKey, FlowShipper, bulk_body
+from devstack.services import EvaluatorServer
 
 BATCH = 1_000
 
@@ -76,9 +72,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pw-flowship-") as tmp:
         rates = {}
         for name, run in (("baseline (plain bulk loop)", baseline), ("FlowShipper", shipper)):
-            evaluator = Evaluator(f"sqlite:///{tmp}/{len(rates)}.db", Path(tmp) / f"evaluator-{len(rates)}.log")
+            log = Path(tmp) / f"evaluator-{len(rates)}.log"
+            evaluator = EvaluatorServer(
+                f"sqlite:///{tmp}/{len(rates)}.db", log_path=log, args=["--log-level", "warning"]
+            )
             try:
-                evaluator.wait()
                 rates[name] = run(evaluator.url, batch)
             finally:
                 evaluator.stop()

@@ -17,7 +17,6 @@ import asyncio
 import gzip
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository root, for devstack
-from devstack.services import PostgresServer, free_port  # noqa: E402
+from devstack.services import EvaluatorServer, PostgresServer  # noqa: E402
 
 TARGET = 50_000
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -135,38 +134,6 @@ def baseline(url: str, records: list[dict[str, Any]]) -> float:
     return len(records) / elapsed
 
 
-class Evaluator:
-    def __init__(self, url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "api.server", "--port", str(self.port), "--database-url", url]
-        argv += ["--log-level", "warning", "--no-scheduler"]
-        env = {**os.environ, "POLICYWATCH_SCHEDULER_ENABLED": "false"}
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def wait(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"evaluator exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"evaluator did not answer: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 async def send(url: str, bodies: list[bytes], concurrency: int, compress: bool) -> float:
     headers = {"Content-Type": "application/x-ndjson"}
     if compress:
@@ -190,9 +157,14 @@ def run(label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.
     bodies = bulk_bodies(records, args.batch, not args.no_gzip)
     api_url = url_for("api")
     migrated(api_url)
-    evaluator = Evaluator(api_url, tmp / f"{label}.log")
+    # One uvicorn worker, no scheduler: the ingest path alone.
+    evaluator = EvaluatorServer(
+        api_url,
+        log_path=tmp / f"{label}.log",
+        args=["--log-level", "warning", "--no-scheduler"],
+        env={"POLICYWATCH_SCHEDULER_ENABLED": "false"},
+    )
     try:
-        evaluator.wait()
         elapsed = asyncio.run(send(evaluator.url, bodies, args.concurrency, not args.no_gzip))
         again = asyncio.run(send(evaluator.url, bodies[:1], 1, not args.no_gzip))  # a retried batch
     finally:

@@ -11,13 +11,10 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
-from api.db import migrate
 from tests.api.support import EvaluatorProcess
 
 WAITERS = 45  # more than the pool (5 + 10 overflow) and the thread pool (40) hold
@@ -60,21 +57,11 @@ def table_locked(url: str) -> Iterator[None]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'contended.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_database"))
-    migrate(url)
-    return url
-
-
 def test_a_held_lock_gives_503_with_retry_after_and_health_never_waits(
-    evaluator: EvaluatorProcess, server_url: str
+    evaluator: EvaluatorProcess, db_url: str
 ) -> None:
     env = {"POLICYWATCH_DATABASE_LOCK_TIMEOUT": str(TIMEOUT_S), "POLICYWATCH_DATABASE_POOL_TIMEOUT": str(TIMEOUT_S)}
-    base = evaluator.start("--database-url", server_url, "--no-scheduler", "--no-migrate", env=env)
+    base = evaluator.start("--database-url", db_url, "--no-scheduler", "--no-migrate", env=env)
     codes: Counter[int] = Counter()
     retry_after: set[str | None] = set()
     health: list[float] = []
@@ -95,7 +82,7 @@ def test_a_held_lock_gives_503_with_retry_after_and_health_never_waits(
                 health.append(time.monotonic() - started)
                 time.sleep(0.05)
 
-    with table_locked(server_url):
+    with table_locked(db_url):
         prober = threading.Thread(target=probe_health)
         prober.start()
         started = time.monotonic()

@@ -152,22 +152,22 @@ def test_metadata_checks(client: TestClient) -> None:
     ],
 )
 def test_label_and_annotation_keys_and_sizes_as_kubernetes(
-    sqlite_client: TestClient, labels: dict[str, str], annotations: dict[str, str], bad: str
+    client: TestClient, labels: dict[str, str], annotations: dict[str, str], bad: str
 ) -> None:
     body = alert()
     body["metadata"].update(labels=labels, annotations=annotations)
-    response = sqlite_client.post("/globalalerts", json=body)
+    response = client.post("/globalalerts", json=body)
     assert response.status_code == 422, response.text
     assert [e["path"] for e in response.json()["errors"]] == [bad]
 
 
-def test_kubernetes_shaped_keys_are_accepted(sqlite_client: TestClient) -> None:
+def test_kubernetes_shaped_keys_are_accepted(client: TestClient) -> None:
     body = alert()
     body["metadata"].update(
         labels={"app.kubernetes.io/name": "web", "a" * 63: "v"},
         annotations={"kubectl.kubernetes.io/last-applied-configuration": "{}", "note": "y" * (200 * 1024)},
     )
-    assert sqlite_client.post("/globalalerts", json=body).status_code == 201
+    assert client.post("/globalalerts", json=body).status_code == 201
 
 
 def test_server_metadata_echoed_back_is_ignored(client: TestClient) -> None:

@@ -9,10 +9,10 @@ from tests.api.support import alert
 
 
 @pytest.mark.parametrize("path", ["/globalalerts", "/globalalerts/ssh-deny", "/events", "/healthz", "/metrics", "/ui"])
-def test_head_is_get_without_the_body(sqlite_client: TestClient, path: str) -> None:
-    assert sqlite_client.post("/globalalerts", json=alert()).status_code == 201
-    got = sqlite_client.get(path)
-    head = sqlite_client.head(path)
+def test_head_is_get_without_the_body(client: TestClient, path: str) -> None:
+    assert client.post("/globalalerts", json=alert()).status_code == 201
+    got = client.get(path)
+    head = client.head(path)
     assert head.status_code == got.status_code == 200
     assert head.content == b""
     assert head.headers["content-type"] == got.headers["content-type"]
@@ -20,8 +20,8 @@ def test_head_is_get_without_the_body(sqlite_client: TestClient, path: str) -> N
         assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
 
 
-def test_head_of_a_missing_object_is_404_without_a_body(sqlite_client: TestClient) -> None:
-    head = sqlite_client.head("/globalalerts/nope")
+def test_head_of_a_missing_object_is_404_without_a_body(client: TestClient) -> None:
+    head = client.head("/globalalerts/nope")
     assert head.status_code == 404 and head.content == b""
 
 
@@ -36,9 +36,9 @@ def test_head_of_a_missing_object_is_404_without_a_body(sqlite_client: TestClien
     ],
 )
 def test_405_allow_lists_every_method_of_the_path(
-    sqlite_client: TestClient, method: str, path: str, allowed: set[str]
+    client: TestClient, method: str, path: str, allowed: set[str]
 ) -> None:
-    response = sqlite_client.request(method, path)
+    response = client.request(method, path)
     assert response.status_code == 405
     listed = {m.strip() for m in response.headers["allow"].split(",")}
     assert allowed <= listed and method not in listed, listed
@@ -57,15 +57,15 @@ def test_405_allow_lists_every_method_of_the_path(
         ("", 200),
     ],
 )
-def test_an_accept_the_api_cannot_serve_is_406(sqlite_client: TestClient, accept: str, status: int) -> None:
+def test_an_accept_the_api_cannot_serve_is_406(client: TestClient, accept: str, status: int) -> None:
     for path in ("/globalalerts", "/events"):
-        response = sqlite_client.get(path, headers={"accept": accept})
+        response = client.get(path, headers={"accept": accept})
         assert response.status_code == status, (path, response.text)
         if status == 406:
             body = response.json()
             assert body["reason"] == "NotAcceptable" and "application/json" in body["message"]
 
 
-def test_pages_and_metrics_keep_their_own_types(sqlite_client: TestClient) -> None:
-    assert sqlite_client.get("/ui", headers={"accept": "text/html"}).status_code == 200
-    assert sqlite_client.get("/metrics", headers={"accept": "text/plain"}).status_code == 200
+def test_pages_and_metrics_keep_their_own_types(client: TestClient) -> None:
+    assert client.get("/ui", headers={"accept": "text/html"}).status_code == 200
+    assert client.get("/metrics", headers={"accept": "text/plain"}).status_code == 200

@@ -108,15 +108,15 @@ def test_tokens_and_roles(secured: TestClient) -> None:
         assert secured.get(path).status_code == 200, path
 
 
-def test_metrics_auth_guards_metrics_with_a_read_token(sqlite_url: str) -> None:
-    with make_client(sqlite_url, read_tokens=(READ,), write_tokens=(WRITE,), metrics_auth=True) as guarded:
+def test_metrics_auth_guards_metrics_with_a_read_token(db_url: str) -> None:
+    with make_client(db_url, read_tokens=(READ,), write_tokens=(WRITE,), metrics_auth=True) as guarded:
         assert guarded.get("/metrics").status_code == 401
         assert guarded.get("/metrics", headers=bearer("x" * 20)).status_code == 401
         text = guarded.get("/metrics", headers=bearer(READ))
         assert text.status_code == 200 and "policywatch_evaluator_http_requests_total" in text.text
         assert guarded.get("/healthz").status_code == 200  # liveness stays open
     with pytest.raises(ValidationError, match="--metrics-auth needs tokens"):
-        Settings(database_url=sqlite_url, metrics_auth=True)
+        Settings(database_url=db_url, metrics_auth=True)
 
 
 def test_auth_failures_are_counted(secured: TestClient) -> None:
