@@ -20,14 +20,16 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from evaluator.logstore import Keyed, Outcome, RecordInvalid, record_to_rows, write_keyed
-from evaluator.logstore.tables import MAX_DOCUMENT_ID_BYTES, RecordRows, check_record_text
+from evaluator.engine.ingest_response import Report, es_bulk_response
+from evaluator.logstore import Keyed, Outcome, RecordInvalid, write_keyed
+from evaluator.logstore.mapper import FlatRows, mapper
+from evaluator.logstore.tables import MAX_DOCUMENT_ID_BYTES, check_record_text
 from evaluator.logstore.writer import lock_for_write
 from evaluator.vocabulary import DATASETS
 
@@ -71,21 +73,25 @@ class Document:
     doc_id: str | None = None
     dataset: str | None = None
     record: Any = None
-    text: str = ""  # canonical JSON (keys sorted): what is stored and hashed
+    # The document's line as received (NDJSON): stored as it is and hashed, so it is not serialised again.
+    source: bytes | None = None
+    text: str = ""  # what is stored: the line as received, or canonical JSON (keys sorted) of an array item
     error: DocError | None = None
-    rows: RecordRows | None = None
+    rows: FlatRows | None = None
     outcome: Outcome | None = None
 
     _key: str | None = None
 
     @property
     def key(self) -> str:
-        """The ingest key: ``id:`` + the _id, or ``hash:`` + a 128-bit BLAKE2b of the canonical JSON."""
+        """The ingest key: ``id:`` + the _id, or ``hash:`` + a 128-bit BLAKE2b of the line as received
+        (NDJSON) or of the canonical JSON (an item of a JSON array or EventList)."""
         if self._key is None:
             if self.doc_id is not None:
                 self._key = f"id:{self.doc_id}"
             else:
-                self._key = "hash:" + hashlib.blake2b(self.text.encode(), digest_size=16).hexdigest()
+                data = self.source if self.source is not None else self.text.encode()
+                self._key = "hash:" + hashlib.blake2b(data, digest_size=16).hexdigest()
         return self._key
 
     @property
@@ -225,6 +231,8 @@ def _parse_source(document: Document, source: bytes) -> None:
         document.record = _loads(source)
     except ValueError as exc:
         document.fail(400, "mapper_parsing_exception", f"failed to parse: {exc}")
+    else:
+        document.source = source
 
 
 def parse_records(body: bytes, dataset: str) -> list[Document]:
@@ -256,6 +264,7 @@ def parse_records(body: bytes, dataset: str) -> list[Document]:
                 400, "mapper_parsing_exception", "a log record must be a JSON object (an array only as the whole body)"
             )
         document.record = record
+        document.source = line
         documents.append(document)
     return documents
 
@@ -300,15 +309,19 @@ def validate(documents: Sequence[Document]) -> None:
     for document in documents:
         if document.error is not None or document.dataset is None:
             continue
-        if not isinstance(document.record, dict):
+        record = document.record
+        if type(record) is not dict:
             document.fail(400, "mapper_parsing_exception", "a log record must be a JSON object")
             continue
         try:
-            document.text = orjson.dumps(document.record, option=orjson.OPT_SORT_KEYS).decode()
+            if document.source is not None:  # valid JSON as orjson parsed it: UTF-8, no NaN, no lone surrogate
+                document.text = document.source.decode()
+            else:
+                document.text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
             check_record_text(document.text, 0)
-            document.rows = record_to_rows(document.dataset, document.record, text=document.text)
+            scalars, values = mapper(document.dataset)(record, 0)
+            document.rows = FlatRows(scalars, values, document.text)
             # The parsed record is no longer needed (its text is stored): a large request's memory halves.
-            document.rows.row.pop("record", None)
             document.record = None
         except RecordInvalid as exc:
             document.fail(400, "mapper_parsing_exception", exc.reason, exc.field)
@@ -391,86 +404,6 @@ def store_busy(exc: BaseException) -> bool:
         return True
     text = str(getattr(exc, "orig", None) or exc).lower()
     return any(word in text for word in ("database is locked", "database is busy", "lock timeout", "deadlock"))
-
-
-@dataclass
-class Report:
-    """What became of a ``/datasets/{d}/_bulk`` request, line by line."""
-
-    dataset: str
-    lines: int = 0
-    ingested: int = 0
-    duplicates: int = 0
-    errors: list[Document] = field(default_factory=list)
-    documents: int = 0
-
-    @classmethod
-    def of(cls, dataset: str, body: bytes, documents: Sequence[Document]) -> Report:
-        report = cls(dataset=dataset, lines=body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1))
-        report.documents = len(documents)
-        for document in documents:
-            if document.error is not None:
-                report.errors.append(document)
-            elif document.outcome in (Outcome.CREATED, Outcome.UPDATED):
-                report.ingested += 1
-            elif document.outcome is Outcome.DUPLICATE:
-                report.duplicates += 1
-        return report
-
-    @property
-    def stored_nothing(self) -> bool:
-        """Nothing of the request is in the store (neither written now nor before): a 4xx, never 2xx."""
-        return self.ingested == 0 and self.duplicates == 0
-
-    def to_json(self, *, max_errors: int = 100) -> dict[str, Any]:
-        errors = []
-        for document in self.errors[:max_errors]:
-            assert document.error is not None
-            entry: dict[str, Any] = {
-                "line": document.line,
-                "field": document.error.field,
-                "reason": document.error.reason,
-            }
-            if document.item is not None:
-                entry["item"] = document.item
-            errors.append(entry)
-        return {
-            "dataset": self.dataset,
-            "lines": self.lines,
-            "ingested": self.ingested,
-            "duplicates": self.duplicates,
-            "failed": len(self.errors),
-            "errors": errors,
-        }
-
-
-def es_bulk_response(documents: Sequence[Document], started: float) -> dict[str, Any]:
-    """Elasticsearch's ``_bulk`` response: ``took``, ``errors``, one item per action with its status."""
-    items = []
-    for sequence, document in enumerate(documents):
-        item: dict[str, Any] = {"_index": document.index, "_id": None}
-        if document.error is not None:
-            item["_id"] = document.doc_id
-            item["status"] = document.error.status
-            reason = document.error.reason
-            if document.error.field:
-                reason = f"failed to parse field [{document.error.field}]: {reason}"
-            item["error"] = {"type": document.error.type, "reason": reason, "index": document.index}
-        else:
-            outcome = document.outcome
-            item["_id"] = document.response_id
-            item["_version"] = 2 if outcome is Outcome.UPDATED else 1
-            item["result"] = {Outcome.CREATED: "created", Outcome.UPDATED: "updated"}.get(outcome, "noop")  # type: ignore[arg-type]
-            item["_shards"] = {"total": 1, "successful": 1, "failed": 0}
-            item["_seq_no"] = sequence
-            item["_primary_term"] = 1
-            item["status"] = 201 if outcome is Outcome.CREATED else 200
-        items.append({document.action: item})
-    return {
-        "took": int((time.monotonic() - started) * 1000),
-        "errors": any(d.error is not None for d in documents),
-        "items": items,
-    }
 
 
 def ingest_records(engine: sa.Engine, dataset: str, body: bytes, *, lock_timeout: float | None = None) -> Report:

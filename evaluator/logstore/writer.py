@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from evaluator.logstore.mapper import FlatRows, flat_rows, scalar_columns
 from evaluator.logstore.tables import RecordRows, RecordText, record_to_rows, table_for, values_table_for
 
 KEY_CHUNK = 500  # keys per IN (...) lookup
@@ -33,7 +33,7 @@ class Outcome(StrEnum):
 class Keyed:
     """One validated record to write: its rows, its ingest key, and whether a known key replaces."""
 
-    rows: RecordRows
+    rows: FlatRows
     key: str
     replace: bool = False  # ``index`` with an _id (Elasticsearch overwrites); else a known key is kept
 
@@ -70,7 +70,7 @@ def write_keyed(conn: Connection, dataset: str, items: Sequence[Keyed]) -> list[
             conn.execute(values.delete().where(values.c.record_id.in_(chunk)))
             conn.execute(main.delete().where(main.c.id.in_(chunk)))
     written = [items[position] for position in sorted(chosen.values())]
-    insert_rows(conn, dataset, [item.rows for item in written], keys=[item.key for item in written])
+    insert_flat(conn, dataset, [item.rows for item in written], keys=[item.key for item in written])
     return outcomes
 
 
@@ -82,6 +82,13 @@ def insert_records(conn: Connection, dataset: str, records: Iterable[Mapping[str
 def insert_rows(
     conn: Connection, dataset: str, mapped: Sequence[RecordRows], *, keys: Sequence[str | None] | None = None
 ) -> int:
+    """Insert records mapped by ``record_to_rows`` (and their values rows); ``keys`` are their ingest keys."""
+    return insert_flat(conn, dataset, [flat_rows(dataset, item) for item in mapped], keys=keys)
+
+
+def insert_flat(
+    conn: Connection, dataset: str, mapped: Sequence[FlatRows], *, keys: Sequence[str | None] | None = None
+) -> int:
     """Insert mapped records (and their values rows); ``keys`` are their ingest keys.
 
     On SQLite and PostgreSQL the ids are allocated first (the table's maximum under SQLite's write lock,
@@ -91,41 +98,33 @@ def insert_rows(
     if not mapped:
         return 0
     main, values = table_for(dataset), values_table_for(dataset)
+    columns = scalar_columns(dataset)
     key_list: Sequence[str | None] = keys if keys is not None else [None] * len(mapped)
     ids = _allocate_ids(conn, main, len(mapped))
     if ids is None:
         rows = [
-            {**item.row, "record": RecordText(item.text), "ingest_key": key}
+            {**dict(zip(columns, item.scalars, strict=True)), "record": RecordText(item.text), "ingest_key": key}
             for item, key in zip(mapped, key_list, strict=True)
         ]
         result = conn.execute(main.insert().returning(main.c.id, sort_by_parameter_order=True), rows)
         ids = [row[0] for row in result]
         value_rows = [
-            {**value, "record_id": record_id}
+            {"record_id": record_id, "key": key, "value": value, "ip_key": ip}
             for record_id, item in zip(ids, mapped, strict=True)
-            for value in item.values
+            for key, value, ip in item.values
         ]
         if value_rows:
             conn.execute(values.insert(), value_rows)
         return len(mapped)
-    columns = _scalar_columns(dataset)
     if keys is None:  # (also a table from before the ingest keys' revision)
-        main_rows = [
-            (record_id, *[item.row.get(name) for name in columns], item.text)
-            for record_id, item in zip(ids, mapped, strict=True)
-        ]
+        main_rows = [(record_id, *item.scalars, item.text) for record_id, item in zip(ids, mapped, strict=True)]
         conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record")), main_rows)
     else:
         main_rows = [
-            (record_id, *[item.row.get(name) for name in columns], item.text, key)
-            for record_id, item, key in zip(ids, mapped, keys, strict=True)
+            (record_id, *item.scalars, item.text, key) for record_id, item, key in zip(ids, mapped, keys, strict=True)
         ]
         conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record", "ingest_key")), main_rows)
-    value_rows_raw = [
-        (record_id, value["key"], value["value"], value["ip_key"])
-        for record_id, item in zip(ids, mapped, strict=True)
-        for value in item.values
-    ]
+    value_rows_raw = [(record_id, *value) for record_id, item in zip(ids, mapped, strict=True) for value in item.values]
     if value_rows_raw:
         conn.exec_driver_sql(_insert_sql(conn, values.name, ("record_id", "key", "value", "ip_key")), value_rows_raw)
     return len(mapped)
@@ -150,11 +149,6 @@ def _allocate_ids(conn: Connection, main: sa.Table, count: int) -> list[int] | N
         )
         return [int(row[0]) for row in rows]
     return None
-
-
-@lru_cache(maxsize=8)
-def _scalar_columns(dataset: str) -> tuple[str, ...]:
-    return tuple(c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key"))
 
 
 def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
