@@ -118,15 +118,15 @@ def insert_flat(
         return len(mapped)
     if keys is None:  # (also a table from before the ingest keys' revision)
         main_rows = [(record_id, *item.scalars, item.text) for record_id, item in zip(ids, mapped, strict=True)]
-        conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record")), main_rows)
+        _bulk_insert(conn, main.name, ("id", *columns, "record"), main_rows)
     else:
         main_rows = [
             (record_id, *item.scalars, item.text, key) for record_id, item, key in zip(ids, mapped, keys, strict=True)
         ]
-        conn.exec_driver_sql(_insert_sql(conn, main.name, ("id", *columns, "record", "ingest_key")), main_rows)
+        _bulk_insert(conn, main.name, ("id", *columns, "record", "ingest_key"), main_rows)
     value_rows_raw = [(record_id, *value) for record_id, item in zip(ids, mapped, strict=True) for value in item.values]
     if value_rows_raw:
-        conn.exec_driver_sql(_insert_sql(conn, values.name, ("record_id", "key", "value", "ip_key")), value_rows_raw)
+        _bulk_insert(conn, values.name, ("record_id", "key", "value", "ip_key"), value_rows_raw)
     return len(mapped)
 
 
@@ -149,6 +149,23 @@ def _allocate_ids(conn: Connection, main: sa.Table, count: int) -> list[int] | N
         )
         return [int(row[0]) for row in rows]
     return None
+
+
+def _bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows into ``table`` in ``conn``'s transaction: PostgreSQL's COPY (psycopg), else one executemany."""
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        quote = conn.dialect.identifier_preparer.quote
+        statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        except dbapi.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
+            raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+        return
+    conn.exec_driver_sql(_insert_sql(conn, table, columns), rows)
 
 
 def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
