@@ -24,7 +24,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Double,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -114,23 +113,23 @@ def _main_table(dataset: str) -> Table:
     return table
 
 
-def _values_table(dataset: str, main: Table) -> Table:
+def _values_table(dataset: str) -> Table:
     table = Table(
         f"logstore_{dataset}_values",
         metadata,
         Column("id", _ID, primary_key=True, autoincrement=True),
-        Column("record_id", _ID, ForeignKey(main.c.id, ondelete="CASCADE"), nullable=False),
+        # No foreign key (revision 0010): every delete of records removes their values itself.
+        Column("record_id", _ID, nullable=False),
         Column("key", Text, nullable=False),
         Column("value", Text, nullable=False),
         Column("ip_key", _IP_KEY),
     )
     Index(None, table.c.record_id, table.c.key)
-    Index(None, table.c.key, table.c.ip_key)
     return table
 
 
 _MAIN = {dataset: _main_table(dataset) for dataset in DATASETS}
-_VALUES = {dataset: _values_table(dataset, _MAIN[dataset]) for dataset in DATASETS}
+_VALUES = {dataset: _values_table(dataset) for dataset in DATASETS}
 
 
 def _check(dataset: str) -> str:
