@@ -103,6 +103,53 @@ def _multi(slot: _Field) -> Callable[[Mapping[str, Any], int, list[ValueRow]], N
     return add
 
 
+def _inline_multi(n: int, slot: _Field, scope: dict[str, Any]) -> list[str]:
+    """Code adding the values of a multi-valued key at ``a`` or ``a.b`` to ``values``: a list of strings
+    inline (cached stored forms), anything else through ``_multi``."""
+    path = slot.spec.path
+    if len(path) > 2:
+        return [f"    multi{n}(record, index, values)"]
+    scope[f"mcache{n}"], scope[f"mone{n}"], scope["_NO_IP"] = slot.cache, _multi_one(slot), _NO_IP
+    key = slot.spec.key
+    if slot.spec.type is FieldType.IP:
+        add = [
+            f"                    if st is not _NO_IP: values.append(({key!r}, st[0], st[1]))",
+        ]
+    else:
+        add = [f"                    values.append(({key!r}, st if type(st) is str else str(st), None))"]
+    body = [
+        "            for raw in lst:",
+        "                if type(raw) is str:",
+        f"                    st = mcache{n}.get(raw, _MISSING)",
+        f"                    if st is _MISSING: st = mone{n}(raw, index)",
+        *add,
+        f"                elif raw is not None: multi{n}({_one_item(path)}, index, values)",
+        f"        elif lst is not None: multi{n}(record, index, values)",
+    ]
+    if len(path) == 1:
+        return [f"    lst = get({path[0]!r})", "    if type(lst) is list:", *[line[4:] for line in body]]
+    return [
+        f"    h = get({path[0]!r})",
+        "    if type(h) is dict:",
+        f"        lst = h.get({path[1]!r})",
+        "        if type(lst) is list:",
+        *body,
+        f"    elif h is not None: multi{n}(record, index, values)",
+    ]
+
+
+def _one_item(path: tuple[str, ...]) -> str:
+    """Source of a record holding only ``[raw]`` at ``path``: one odd list item, mapped the generic way."""
+    inner = "[raw]"
+    for segment in reversed(path):
+        inner = f"{{{segment!r}: {inner}}}"
+    return inner
+
+
+def _multi_one(slot: _Field) -> Callable[[Any, int], Any]:
+    return slot.convert
+
+
 def _labels(dataset: str) -> Callable[[Mapping[str, Any], int, list[ValueRow]], None] | None:
     """The ``*_labels.NAME`` keys, as record_to_rows maps them."""
     holders = _PLANS[dataset].labels
@@ -163,7 +210,7 @@ def mapper(dataset: str) -> Mapper:
     lines.append("    values = []")
     for n, slot in enumerate(plan.multi):
         scope[f"multi{n}"] = _multi(slot)
-        lines.append(f"    multi{n}(record, index, values)")
+        lines.extend(_inline_multi(n, slot, scope))
     labels = _labels(dataset)
     if labels is not None:
         scope["labels"] = labels
