@@ -34,6 +34,8 @@ from evaluator.logstore.writer import lock_for_write
 from evaluator.vocabulary import DATASETS
 
 ACTIONS = ("index", "create", "update", "delete")
+INDEX_CACHE_ENTRIES = 1_024
+_UNSEEN = object()
 INTEGRITY_RETRIES = 3
 # Calico Enterprise's index names (fluentd writes tigera_secure_ee_flows.<cluster>.<date>, ...) and the
 # data sets' own names; POLICYWATCH_INGEST_INDICES replaces this list.
@@ -62,7 +64,7 @@ class DocError:
     field: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Document:
     """One document of a request: where it was, what it asks, and (once stored) what became of it."""
 
@@ -107,6 +109,7 @@ class IndexPatterns:
 
     def __init__(self, spec: str = DEFAULT_INDEX_PATTERNS) -> None:
         self.patterns: list[tuple[str, str]] = []
+        self._seen: dict[str, str | None] = {}  # index name -> data set, as the patterns map it
         for part in spec.split(","):
             part = part.strip()
             if not part:
@@ -120,10 +123,14 @@ class IndexPatterns:
             self.patterns.append((glob.strip(), dataset.strip()))
 
     def dataset(self, index: str) -> str | None:
-        for glob, dataset in self.patterns:
-            if fnmatch.fnmatchcase(index, glob):
-                return dataset
-        return None
+        known = self._seen.get(index, _UNSEEN)
+        if known is not _UNSEEN:
+            return known  # type: ignore[return-value]
+        found = next((dataset for glob, dataset in self.patterns if fnmatch.fnmatchcase(index, glob)), None)
+        if len(self._seen) >= INDEX_CACHE_ENTRIES:  # index names come from clients: bounded
+            self._seen.clear()
+        self._seen[index] = found
+        return found
 
     def describe(self) -> str:
         return ", ".join(f"{glob} -> {dataset}" for glob, dataset in self.patterns)
@@ -223,6 +230,8 @@ def parse_es_bulk(body: bytes, *, default_index: str | None, patterns: IndexPatt
                     f"no such index [{document.index}]: policywatch stores {patterns.describe()} "
                     "(POLICYWATCH_INGEST_INDICES)",
                 )
+            else:
+                _validate_one(document)
     return documents
 
 
@@ -265,6 +274,7 @@ def parse_records(body: bytes, dataset: str) -> list[Document]:
             )
         document.record = record
         document.source = line
+        _validate_one(document)
         documents.append(document)
     return documents
 
@@ -307,26 +317,33 @@ def _whole_documents(value: Any, dataset: str) -> list[Document]:
 def validate(documents: Sequence[Document]) -> None:
     """Map each readable document to its rows; the invalid ones get their error."""
     for document in documents:
-        if document.error is not None or document.dataset is None:
-            continue
-        record = document.record
-        if type(record) is not dict:
-            document.fail(400, "mapper_parsing_exception", "a log record must be a JSON object")
-            continue
-        try:
-            if document.source is not None:  # valid JSON as orjson parsed it: UTF-8, no NaN, no lone surrogate
-                document.text = document.source.decode()
-            else:
-                document.text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
-            check_record_text(document.text, 0)
-            scalars, values = mapper(document.dataset)(record, 0)
-            document.rows = FlatRows(scalars, values, document.text)
-            # The parsed record is no longer needed (its text is stored): a large request's memory halves.
-            document.record = None
-        except RecordInvalid as exc:
-            document.fail(400, "mapper_parsing_exception", exc.reason, exc.field)
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            document.fail(400, "mapper_parsing_exception", f"not storable as JSON: {exc}")
+        if document.rows is None:
+            _validate_one(document)
+
+
+def _validate_one(document: Document) -> None:
+    """Map one document (if readable and not mapped yet). The parsers call this as soon as a document's
+    data set is known, so that its parsed record is freed at once: thousands of records alive together
+    would make Python's cyclic garbage collector scan them again and again."""
+    if document.error is not None or document.dataset is None or document.rows is not None:
+        return
+    record = document.record
+    if type(record) is not dict:
+        document.fail(400, "mapper_parsing_exception", "a log record must be a JSON object")
+        return
+    try:
+        if document.source is not None:  # valid JSON as orjson parsed it: UTF-8, no NaN, no lone surrogate
+            document.text = document.source.decode()
+        else:
+            document.text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+        check_record_text(document.text, 0)
+        scalars, values = mapper(document.dataset)(record, 0)
+        document.rows = FlatRows(scalars, values, document.text)
+        document.record = None  # its text is stored
+    except RecordInvalid as exc:
+        document.fail(400, "mapper_parsing_exception", exc.reason, exc.field)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        document.fail(400, "mapper_parsing_exception", f"not storable as JSON: {exc}")
 
 
 def store_documents(
