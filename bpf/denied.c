@@ -268,64 +268,14 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
 }
 #endif
 
-// The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
-// else its route's device (_skb_refdst, whose low bit is a "no reference" flag). The route's fields are read with
-// helpers in both attach kinds: BTF types _skb_refdst as an integer.
-static __always_inline u32 netns_lookup(u64 dev, u64 sk, u64 refdst) {
-    u64 net;
-    if (dev) {
-        net = LOAD64(dev + NETDEV_NET);
-        if (net)
-            return LOAD32(net + NET_INUM);
-    }
-    if (sk) {
-        net = LOAD64(sk + SOCK_NET);
-        if (net)
-            return LOAD32(net + NET_INUM);
-    }
-    if (refdst & ~1ULL) {
-        u64 route_dev = probe64((refdst & ~1ULL) + DST_DEV);
-        net = route_dev ? probe64(route_dev + NETDEV_NET) : 0;
-        if (net) {
-            u32 inum = 0;
-            bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
-            return inum;
-        }
-    }
-    return 0;
-}
-
 #ifdef TP_BTF
-// Two dependent loads: no cache beats them.
-#define NETNS_OF(dev, sk, refdst, gen) netns_lookup(dev, sk, refdst)
+// Members of the skb are read where they are used, straight from the skb.
+#define SKB u64 skb
+#define SKB_ARG skb
 #define SKB64(off) LOAD64(skb + SPAN_START + (off))
 #define SKB32(off) LOAD32(skb + SPAN_START + (off))
 #define SKB16(off) (*(u16 *)(skb + SPAN_START + (off)))
 #else
-// The last device's namespace, per CPU, valid for one generation (one drain interval): a flood through one device
-// skips the helper reads of netns_lookup. A device moved to another namespace mid-flood is seen within a drain.
-struct netns_cache {
-    u64 dev;
-    u32 inum;
-    u32 generation;
-};
-BPF_PERCPU_ARRAY(netns_seen, struct netns_cache, 1);
-
-static __always_inline u32 netns_cached(u64 dev, u64 sk, u64 refdst, u32 gen) {
-    u32 zero = 0;
-    struct netns_cache *seen = netns_seen.lookup(&zero);
-    if (seen && dev && seen->dev == dev && seen->generation == gen)
-        return seen->inum;
-    u32 inum = netns_lookup(dev, sk, refdst);
-    if (seen && dev) {
-        seen->dev = dev;
-        seen->inum = inum;
-        seen->generation = gen;
-    }
-    return inum;
-}
-#define NETNS_OF(dev, sk, refdst, gen) netns_cached(dev, sk, refdst, gen)
-
 // One helper call copies the slice of the skb holding every member read (SPAN_START, SPAN_LEN).
 static __always_inline u64 span_u64(const u8 *span, int off) {
     u64 value;
@@ -342,44 +292,123 @@ static __always_inline u16 span_u16(const u8 *span, int off) {
     __builtin_memcpy(&value, span + off, sizeof(value));
     return value;
 }
+#define SKB const u8 *span
+#define SKB_ARG span
 #define SKB64(off) span_u64(span, off)
 #define SKB32(off) span_u32(span, off)
 #define SKB16(off) span_u16(span, off)
 #endif
 
+// The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
+// else its route's device (_skb_refdst, whose low bit is a "no reference" flag). The route's fields are read with
+// helpers in both attach kinds: BTF types _skb_refdst as an integer.
+static __always_inline u32 netns_lookup(SKB) {
+    u64 net;
+    u64 dev = SKB64(OFF_DEV);
+    if (dev) {
+        net = LOAD64(dev + NETDEV_NET);
+        if (net)
+            return LOAD32(net + NET_INUM);
+    }
+    u64 sk = SKB64(OFF_SK);
+    if (sk) {
+        net = LOAD64(sk + SOCK_NET);
+        if (net)
+            return LOAD32(net + NET_INUM);
+    }
+    u64 refdst = SKB64(OFF_DST) & ~1ULL;
+    if (refdst) {
+        u64 route_dev = probe64(refdst + DST_DEV);
+        net = route_dev ? probe64(route_dev + NETDEV_NET) : 0;
+        if (net) {
+            u32 inum = 0;
+            bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
+            return inum;
+        }
+    }
+    return 0;
+}
+
+#ifdef TP_BTF
+// Two dependent loads: no cache beats them.
+#define NETNS_OF(gen) netns_lookup(SKB_ARG)
+#else
+// The last device's namespace, per CPU, valid for one generation (one drain interval): a flood through one device
+// skips the helper reads of netns_lookup. A device moved to another namespace mid-flood is seen within a drain.
+struct netns_cache {
+    u64 dev;
+    u32 inum;
+    u32 generation;
+};
+BPF_PERCPU_ARRAY(netns_seen, struct netns_cache, 1);
+
+static __always_inline u32 netns_cached(SKB, u32 gen) {
+    u32 zero = 0;
+    struct netns_cache *seen = netns_seen.lookup(&zero);
+    u64 dev = SKB64(OFF_DEV);
+    if (seen && dev && seen->dev == dev && seen->generation == gen)
+        return seen->inum;
+    u32 inum = netns_lookup(SKB_ARG);
+    if (seen && dev) {
+        seen->dev = dev;
+        seen->inum = inum;
+        seen->generation = gen;
+    }
+    return inum;
+}
+#define NETNS_OF(gen) netns_cached(SKB_ARG, gen)
+#endif
+
+// struct drop_key as four words, in memory order: {policy, netns}, {family, pad}, addr[0..7], addr[8..15].
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KEY_WORD0(policy, netns) ((u64)(policy) | (u64)(netns) << 32)
+#define KEY_WORD1(family) ((u64)(family))
+#else
+#define KEY_WORD0(policy, netns) ((u64)(policy) << 32 | (u64)(netns))
+#define KEY_WORD1(family) ((u64)(family) << 56)
+#endif
+
 // Adds one drop to this CPU's last-key cache of the current generation, or, when the key differs, moves the
-// cached run to the maps and starts a new one.
-static __always_inline void count_cached(struct drop_key *key, u64 bytes, u32 *gen) {
-    if (!gen) {
-        count(key, 1, bytes);
+// cached run to the maps and starts a new one. The key arrives as words in registers: a run of one source
+// compares them with the cached key and never builds the key on the stack.
+static __always_inline void count_cached(u64 w0, u64 w1, u64 w2, u64 w3, u64 bytes, u32 *gen) {
+    struct drop_cache *cached = 0;
+    if (gen) {
+        u32 index = *gen & 1;
+        cached = cache.lookup(&index);
+    }
+    if (cached) {
+        u64 *a = (u64 *)&cached->key;
+        if (a[0] == w0 && a[1] == w1 && a[2] == w2 && a[3] == w3) {
+            cached->packets += 1;
+            cached->bytes += bytes;
+            return;
+        }
+        if (cached->packets)
+            count(&cached->key, cached->packets, cached->bytes);
+        a[0] = w0;
+        a[1] = w1;
+        a[2] = w2;
+        a[3] = w3;
+        cached->packets = 1;
+        cached->bytes = bytes;
         return;
     }
-    u32 index = *gen & 1;
-    struct drop_cache *cached = cache.lookup(&index);
-    if (!cached) {
-        count(key, 1, bytes);
-        return;
-    }
-    u64 *a = (u64 *)&cached->key;
-    u64 *b = (u64 *)key;
-    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]) {
-        cached->packets += 1;
-        cached->bytes += bytes;
-        return;
-    }
-    if (cached->packets)
-        count(&cached->key, cached->packets, cached->bytes);
-    __builtin_memcpy(&cached->key, key, sizeof(*key));
-    cached->packets = 1;
-    cached->bytes = bytes;
+    struct drop_key key;
+    u64 *k = (u64 *)&key;
+    k[0] = w0;
+    k[1] = w1;
+    k[2] = w2;
+    k[3] = w3;
+    count(&key, 1, bytes);
 }
 
 // Loaded as tp_btf (BPF_PROG_TYPE_TRACING, attach type BPF_TRACE_RAW_TP, attach_btf_id btf_trace_kfree_skb) or
 // as a raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); both get the tracepoint's own arguments, without the cost of
 // filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
 // Not BCC's RAW_TRACEPOINT_PROBE: the installer loads and attaches it itself, after the map-in-map slots are filled.
-// Common path of a flood from one source, as tp_btf: the reason test, nine loads from the skb and its device,
-// two from the packet, two inlined array lookups (generation, cache); no helper call.
+// Common path of a flood from one source, as tp_btf: the reason test, loads from the skb, its device, its
+// namespace and the packet, two inlined array lookups (generation, cache); no helper call.
 int count_drops(u64 *ctx) {
     // most freed skbs are no netfilter drop: they leave before any other read
     if ((u32)ctx[ARG_REASON] != NETFILTER_DROP_REASON)
@@ -391,12 +420,10 @@ int count_drops(u64 *ctx) {
         __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
 #endif
 
-    struct drop_key key;
-    __builtin_memset(&key, 0, sizeof(key));
-    key.policy = SKB32(OFF_MARK) & MARK_MASK;
+    u32 policy = SKB32(OFF_MARK) & MARK_MASK;
     u32 zero = 0;
     u32 *gen = generation.lookup(&zero);
-    key.netns = NETNS_OF(SKB64(OFF_DEV), SKB64(OFF_SK), SKB64(OFF_DST), gen ? *gen : 0);
+    u32 netns = NETNS_OF(gen ? *gen : 0);
 
     u64 head = SKB64(OFF_HEAD);
     u16 proto = SKB16(OFF_PROTOCOL);  // __be16, unlike the tracepoint's copy
@@ -420,21 +447,19 @@ int count_drops(u64 *ctx) {
         }
     }
 
+    u8 family = FAMILY_OTHER;
+    u64 addr[2] = {0, 0};  // the source address, in packet order
     if (proto == BE16(0x0800)) {
-        key.family = FAMILY_INET;
-        if (COPY(key.addr, network + 12, 4))
-            key.family = FAMILY_OTHER;
+        family = COPY(addr, network + 12, 4) == 0 ? FAMILY_INET : FAMILY_OTHER;
     } else if (proto == BE16(0x86DD)) {
-        key.family = FAMILY_INET6;
-        if (COPY(key.addr, network + 8, 16)) {
-            key.family = FAMILY_OTHER;
-            __builtin_memset(key.addr, 0, sizeof(key.addr));
-        }
+        family = COPY(addr, network + 8, 16) == 0 ? FAMILY_INET6 : FAMILY_OTHER;
     }
+    if (family == FAMILY_OTHER)
+        addr[0] = addr[1] = 0;
 
 #ifdef FLOW_LOGS
-    count_flow(key.policy, key.netns, proto, network, bytes, gen);
+    count_flow(policy, netns, proto, network, bytes, gen);
 #endif
-    count_cached(&key, bytes, gen);
+    count_cached(KEY_WORD0(policy, netns), KEY_WORD1(family), addr[0], addr[1], bytes, gen);
     return 0;
 }
