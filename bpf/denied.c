@@ -12,6 +12,8 @@
 //                           the namespace inode of the drop, from the skb's device, else its socket, else its route
 //   MARK_MASK               bits of skb->mark that carry the policy id
 //   MAP_SIZE, OVERFLOW_SIZE bounds of the counting maps
+//   TP_BTF                  defined when the program is loaded as a BTF-enabled tracepoint (tp_btf, see
+//                           count_drops below); without it, a raw tracepoint program reading with helpers
 //   FLOW_LOGS, FLOW_MAP_SIZE   defined only with --flow-logs: per-flow counting (below); without it the program has
 //                           no flow map and no per-packet flow work
 //
@@ -21,6 +23,31 @@
 // reading a value and deleting it.
 
 #include <uapi/linux/errno.h>
+
+// Kernel memory reads. As tp_btf the verifier knows the skb's type from BTF: a member read is one load it turns
+// into a fault-safe one (a bad address reads as 0), pointers to structs keep their type, and pointers to other
+// data (skb->head) are read-only untrusted memory, so even packet bytes need no helper call. As raw_tp every
+// read is bpf_probe_read_kernel. probe64 is a helper read in both: a value BTF types as an integer (_skb_refdst)
+// cannot be dereferenced directly.
+static __always_inline u64 probe64(u64 addr) {
+    u64 value = 0;
+    bpf_probe_read_kernel(&value, sizeof(value), (void *)addr);
+    return value;
+}
+#ifdef TP_BTF
+#define LOAD64(addr) (*(u64 *)(addr))
+#define LOAD32(addr) (*(u32 *)(addr))
+#define COPY(dst, src, n) (__builtin_memcpy((dst), (const u32 *)(src), (n)), 0)
+#else
+static __always_inline u32 probe32(u64 addr) {
+    u32 value = 0;
+    bpf_probe_read_kernel(&value, sizeof(value), (void *)addr);
+    return value;
+}
+#define LOAD64(addr) probe64(addr)
+#define LOAD32(addr) probe32(addr)
+#define COPY(dst, src, n) bpf_probe_read_kernel((dst), (n), (void *)(src))
+#endif
 
 #define FAMILY_OTHER 0
 #define FAMILY_INET 4
@@ -183,7 +210,7 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
     u64 transport = 0;
     if (proto == BE16(0x0800)) {
         u8 ip[20];
-        if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)network) == 0) {
+        if (COPY(ip, network, sizeof(ip)) == 0) {
             key.family = FAMILY_INET;
             l4 = ip[9];
             __builtin_memcpy(key.saddr, ip + 12, 4);
@@ -194,7 +221,7 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
         }
     } else if (proto == BE16(0x86DD)) {
         u8 ip[40];
-        if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)network) == 0) {
+        if (COPY(ip, network, sizeof(ip)) == 0) {
             key.family = FAMILY_INET6;
             l4 = ip[6];
             __builtin_memcpy(key.saddr, ip + 8, 16);
@@ -205,13 +232,13 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
     key.proto = l4;
     if (transport && (l4 == 6 || l4 == 17 || l4 == 132)) {
         u16 ports[2];
-        if (bpf_probe_read_kernel(ports, sizeof(ports), (void *)transport) == 0) {
+        if (COPY(ports, transport, sizeof(ports)) == 0) {
             key.sport = BE16(ports[0]);
             key.dport = BE16(ports[1]);
         }
     } else if (transport && (l4 == 1 || l4 == 58)) {
         u8 icmp[2];
-        if (bpf_probe_read_kernel(icmp, sizeof(icmp), (void *)transport) == 0) {
+        if (COPY(icmp, transport, sizeof(icmp)) == 0) {
             key.sport = icmp[0];
             key.dport = icmp[1];
         }
@@ -241,8 +268,73 @@ static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 net
 }
 #endif
 
+#ifdef TP_BTF
+// Members of the skb are read where they are used, straight from the skb.
+#define SKB u64 skb
+#define SKB_ARG skb
+#define SKB64(off) LOAD64(skb + SPAN_START + (off))
+#define SKB32(off) LOAD32(skb + SPAN_START + (off))
+#define SKB16(off) (*(u16 *)(skb + SPAN_START + (off)))
+#else
+// One helper call copies the slice of the skb holding every member read (SPAN_START, SPAN_LEN).
+static __always_inline u64 span_u64(const u8 *span, int off) {
+    u64 value;
+    __builtin_memcpy(&value, span + off, sizeof(value));
+    return value;
+}
+static __always_inline u32 span_u32(const u8 *span, int off) {
+    u32 value;
+    __builtin_memcpy(&value, span + off, sizeof(value));
+    return value;
+}
+static __always_inline u16 span_u16(const u8 *span, int off) {
+    u16 value;
+    __builtin_memcpy(&value, span + off, sizeof(value));
+    return value;
+}
+#define SKB const u8 *span
+#define SKB_ARG span
+#define SKB64(off) span_u64(span, off)
+#define SKB32(off) span_u32(span, off)
+#define SKB16(off) span_u16(span, off)
+#endif
+
+// The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
+// else its route's device (_skb_refdst, whose low bit is a "no reference" flag). The route's fields are read with
+// helpers in both attach kinds: BTF types _skb_refdst as an integer.
+static __always_inline u32 netns_lookup(SKB) {
+    u64 net;
+    u64 dev = SKB64(OFF_DEV);
+    if (dev) {
+        net = LOAD64(dev + NETDEV_NET);
+        if (net)
+            return LOAD32(net + NET_INUM);
+    }
+    u64 sk = SKB64(OFF_SK);
+    if (sk) {
+        net = LOAD64(sk + SOCK_NET);
+        if (net)
+            return LOAD32(net + NET_INUM);
+    }
+    u64 refdst = SKB64(OFF_DST) & ~1ULL;
+    if (refdst) {
+        u64 route_dev = probe64(refdst + DST_DEV);
+        net = route_dev ? probe64(route_dev + NETDEV_NET) : 0;
+        if (net) {
+            u32 inum = 0;
+            bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
+            return inum;
+        }
+    }
+    return 0;
+}
+
+#ifdef TP_BTF
+// Two dependent loads: no cache beats them.
+#define NETNS_OF(gen) netns_lookup(SKB_ARG)
+#else
 // The last device's namespace, per CPU, valid for one generation (one drain interval): a flood through one device
-// skips the two dependent reads below. A device moved to another namespace mid-flood is seen within a drain.
+// skips the helper reads of netns_lookup. A device moved to another namespace mid-flood is seen within a drain.
 struct netns_cache {
     u64 dev;
     u32 inum;
@@ -250,32 +342,13 @@ struct netns_cache {
 };
 BPF_PERCPU_ARRAY(netns_seen, struct netns_cache, 1);
 
-// The namespace a drop happened in: the skb's device (every hook but locally generated output), else its socket,
-// else its route's device (_skb_refdst, whose low bit is a "no reference" flag).
-static __always_inline u32 netns_lookup(u64 dev, u64 sk, u64 refdst) {
-    u64 net = 0;
-    if (dev)
-        bpf_probe_read_kernel(&net, sizeof(net), (void *)(dev + NETDEV_NET));
-    if (!net && sk)
-        bpf_probe_read_kernel(&net, sizeof(net), (void *)(sk + SOCK_NET));
-    if (!net && (refdst & ~1ULL)) {
-        u64 route_dev = 0;
-        bpf_probe_read_kernel(&route_dev, sizeof(route_dev), (void *)((refdst & ~1ULL) + DST_DEV));
-        if (route_dev)
-            bpf_probe_read_kernel(&net, sizeof(net), (void *)(route_dev + NETDEV_NET));
-    }
-    u32 inum = 0;
-    if (net)
-        bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
-    return inum;
-}
-
-static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst, u32 gen) {
+static __always_inline u32 netns_cached(SKB, u32 gen) {
     u32 zero = 0;
     struct netns_cache *seen = netns_seen.lookup(&zero);
+    u64 dev = SKB64(OFF_DEV);
     if (seen && dev && seen->dev == dev && seen->generation == gen)
         return seen->inum;
-    u32 inum = netns_lookup(dev, sk, refdst);
+    u32 inum = netns_lookup(SKB_ARG);
     if (seen && dev) {
         seen->dev = dev;
         seen->inum = inum;
@@ -283,48 +356,88 @@ static __always_inline u32 netns_of(u64 dev, u64 sk, u64 refdst, u32 gen) {
     }
     return inum;
 }
+#define NETNS_OF(gen) netns_cached(SKB_ARG, gen)
+#endif
 
-// Attached raw (BPF_RAW_TRACEPOINT) to kfree_skb: the program gets the tracepoint's own arguments, without the
-// cost of filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
-// Not BCC's RAW_TRACEPOINT_PROBE: the installer attaches it itself, after the map-in-map slots are filled.
-int count_drops(struct bpf_raw_tracepoint_args *ctx) {
-    if ((u32)ctx->args[ARG_REASON] != NETFILTER_DROP_REASON)
-        return 0;
+// struct drop_key as four words, in memory order: {policy, netns}, {family, pad}, addr[0..7], addr[8..15].
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KEY_WORD0(policy, netns) ((u64)(policy) | (u64)(netns) << 32)
+#define KEY_WORD1(family) ((u64)(family))
+#else
+#define KEY_WORD0(policy, netns) ((u64)(policy) << 32 | (u64)(netns))
+#define KEY_WORD1(family) ((u64)(family) << 56)
+#endif
 
-    u8 span[SPAN_LEN];
-    if (bpf_probe_read_kernel(span, sizeof(span), (u8 *)ctx->args[ARG_SKB] + SPAN_START))
-        __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
-
-    u32 len, mark;
-    u64 head, dev, sk, refdst;
-    u16 nh, mac, proto;
-    __builtin_memcpy(&dev, span + OFF_DEV, sizeof(dev));
-    __builtin_memcpy(&sk, span + OFF_SK, sizeof(sk));
-    __builtin_memcpy(&refdst, span + OFF_DST, sizeof(refdst));
-    __builtin_memcpy(&mac, span + OFF_MAC, sizeof(mac));
-    __builtin_memcpy(&len, span + OFF_LEN, sizeof(len));
-    __builtin_memcpy(&mark, span + OFF_MARK, sizeof(mark));
-    __builtin_memcpy(&head, span + OFF_HEAD, sizeof(head));
-    __builtin_memcpy(&nh, span + OFF_NH, sizeof(nh));
-    __builtin_memcpy(&proto, span + OFF_PROTOCOL, sizeof(proto));  // __be16, unlike the tracepoint's copy
-
+// Adds one drop to this CPU's last-key cache of the current generation, or, when the key differs, moves the
+// cached run to the maps and starts a new one. The key arrives as words in registers: a run of one source
+// compares them with the cached key and never builds the key on the stack.
+static __always_inline void count_cached(u64 w0, u64 w1, u64 w2, u64 w3, u64 bytes, u32 *gen) {
+    struct drop_cache *cached = 0;
+    if (gen) {
+        u32 index = *gen & 1;
+        cached = cache.lookup(&index);
+    }
+    if (cached) {
+        u64 *a = (u64 *)&cached->key;
+        if (a[0] == w0 && a[1] == w1 && a[2] == w2 && a[3] == w3) {
+            cached->packets += 1;
+            cached->bytes += bytes;
+            return;
+        }
+        if (cached->packets)
+            count(&cached->key, cached->packets, cached->bytes);
+        a[0] = w0;
+        a[1] = w1;
+        a[2] = w2;
+        a[3] = w3;
+        cached->packets = 1;
+        cached->bytes = bytes;
+        return;
+    }
     struct drop_key key;
-    __builtin_memset(&key, 0, sizeof(key));
-    key.policy = mark & MARK_MASK;
+    u64 *k = (u64 *)&key;
+    k[0] = w0;
+    k[1] = w1;
+    k[2] = w2;
+    k[3] = w3;
+    count(&key, 1, bytes);
+}
+
+// Loaded as tp_btf (BPF_PROG_TYPE_TRACING, attach type BPF_TRACE_RAW_TP, attach_btf_id btf_trace_kfree_skb) or
+// as a raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT); both get the tracepoint's own arguments, without the cost of
+// filling a perf trace record on every freed skb; their order comes from BTF (ARG_SKB, ARG_REASON).
+// Not BCC's RAW_TRACEPOINT_PROBE: the installer loads and attaches it itself, after the map-in-map slots are filled.
+// Common path of a flood from one source, as tp_btf: the reason test, loads from the skb, its device, its
+// namespace and the packet, two inlined array lookups (generation, cache); no helper call.
+int count_drops(u64 *ctx) {
+    // most freed skbs are no netfilter drop: they leave before any other read
+    if ((u32)ctx[ARG_REASON] != NETFILTER_DROP_REASON)
+        return 0;
+    u64 skb = ctx[ARG_SKB];
+#ifndef TP_BTF
+    u8 span[SPAN_LEN];
+    if (bpf_probe_read_kernel(span, sizeof(span), (void *)(skb + SPAN_START)))
+        __builtin_memset(span, 0, sizeof(span));  // still counted, as an unknown source of 0 bytes
+#endif
+
+    u32 policy = SKB32(OFF_MARK) & MARK_MASK;
     u32 zero = 0;
     u32 *gen = generation.lookup(&zero);
-    key.netns = netns_of(dev, sk, refdst, gen ? *gen : 0);
+    u32 netns = NETNS_OF(gen ? *gen : 0);
 
-    u64 network = head + nh;
+    u64 head = SKB64(OFF_HEAD);
+    u16 proto = SKB16(OFF_PROTOCOL);  // __be16, unlike the tracepoint's copy
+    u64 network = head + SKB16(OFF_NH);
     // nft counters count skb->len at every hook: from the network header at the IP hooks, from the MAC header
     // at netdev egress, so the figure equals the dropping rule's own counter wherever it dropped.
-    u64 bytes = len;
+    u64 bytes = SKB32(OFF_LEN);
 
     // An 802.1Q/802.1ad tag still in the frame (not offloaded to skb->vlan_tci): the tags follow the MAC
     // addresses; the inner ethertype says what the packet is, and the IP header follows the last tag.
-    if ((proto == BE16(0x8100) || proto == BE16(0x88A8)) && mac != (u16)~0U) {
+    if (proto == BE16(0x8100) || proto == BE16(0x88A8)) {
+        u16 mac = SKB16(OFF_MAC);
         u16 tags[4];  // TCI, inner type, TCI, inner type
-        if (bpf_probe_read_kernel(tags, sizeof(tags), (void *)(head + mac + 14)) == 0) {
+        if (mac != (u16)~0U && COPY(tags, head + mac + 14, sizeof(tags)) == 0) {
             proto = tags[1];
             network = head + mac + 18;
             if (proto == BE16(0x8100) || proto == BE16(0x88A8)) {
@@ -334,43 +447,19 @@ int count_drops(struct bpf_raw_tracepoint_args *ctx) {
         }
     }
 
+    u8 family = FAMILY_OTHER;
+    u64 addr[2] = {0, 0};  // the source address, in packet order
     if (proto == BE16(0x0800)) {
-        key.family = FAMILY_INET;
-        if (bpf_probe_read_kernel(key.addr, 4, (void *)(network + 12)))
-            key.family = FAMILY_OTHER;
+        family = COPY(addr, network + 12, 4) == 0 ? FAMILY_INET : FAMILY_OTHER;
     } else if (proto == BE16(0x86DD)) {
-        key.family = FAMILY_INET6;
-        if (bpf_probe_read_kernel(key.addr, 16, (void *)(network + 8))) {
-            key.family = FAMILY_OTHER;
-            __builtin_memset(key.addr, 0, sizeof(key.addr));
-        }
+        family = COPY(addr, network + 8, 16) == 0 ? FAMILY_INET6 : FAMILY_OTHER;
     }
+    if (family == FAMILY_OTHER)
+        addr[0] = addr[1] = 0;
 
 #ifdef FLOW_LOGS
-    count_flow(key.policy, key.netns, proto, network, bytes, gen);
+    count_flow(policy, netns, proto, network, bytes, gen);
 #endif
-
-    if (!gen) {
-        count(&key, 1, bytes);
-        return 0;
-    }
-    u32 index = *gen & 1;
-    struct drop_cache *cached = cache.lookup(&index);
-    if (!cached) {
-        count(&key, 1, bytes);
-        return 0;
-    }
-    u64 *a = (u64 *)&cached->key;
-    u64 *b = (u64 *)&key;
-    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]) {
-        cached->packets += 1;
-        cached->bytes += bytes;
-        return 0;
-    }
-    if (cached->packets)
-        count(&cached->key, cached->packets, cached->bytes);
-    __builtin_memcpy(&cached->key, &key, sizeof(key));
-    cached->packets = 1;
-    cached->bytes = bytes;
+    count_cached(KEY_WORD0(policy, netns), KEY_WORD1(family), addr[0], addr[1], bytes, gen);
     return 0;
 }

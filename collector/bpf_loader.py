@@ -1,6 +1,6 @@
 """The BPF program's life: installed once and pinned under bpffs, reused across agent restarts.
 
-Its identity is a digest of its C text and the -D flags computed for this kernel; a pin directory
+Its identity is a digest of its C text, the -D flags computed for this kernel and its attach kind; a pin directory
 ``<bpf dir>/<digest>`` holding a ``link`` pin is that program, attached. A start finds it and reuses it (no compile,
 no moment without a program); another program is installed by a short-lived child process
 (collector/bpf_install.py, the only place BCC and LLVM are loaded) and replaces the old one, whose maps are drained
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -123,6 +124,13 @@ class LoadError(RuntimeError):
     """BCC could not compile or the kernel refused the program; one line for the user."""
 
 
+# How the program is attached to kfree_skb. tp_btf: a BTF-enabled tracepoint (BPF_PROG_TYPE_TRACING, attach type
+# BPF_TRACE_RAW_TP), reading the skb with plain loads the verifier checks against BTF; raw_tp: a raw tracepoint
+# program reading it with bpf_probe_read_kernel. "auto" is tp_btf unless the kernel refuses it.
+ATTACH_KINDS = ("tp_btf", "raw_tp")
+ATTACH_CHOICES = ("auto", *ATTACH_KINDS)
+
+
 @dataclass(frozen=True)
 class ProgramConfig:
     mark_mask: int
@@ -130,9 +138,12 @@ class ProgramConfig:
     overflow_size: int = 4096
     flow_logs: bool = False
     flow_map_size: int = 16384
+    attach: str = "auto"  # one of ATTACH_CHOICES
 
 
-def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout, args: TracepointArgs) -> list[str]:
+def build_cflags(
+    *, config: ProgramConfig, reason: int, layout: SkbLayout, args: TracepointArgs, attach: str = "tp_btf"
+) -> list[str]:
     defines = {
         **args.defines(),
         "NETFILTER_DROP_REASON": reason,
@@ -143,6 +154,8 @@ def build_cflags(*, config: ProgramConfig, reason: int, layout: SkbLayout, args:
     }
     if config.flow_logs:
         defines |= {"FLOW_LOGS": 1, "FLOW_MAP_SIZE": config.flow_map_size}
+    if attach == "tp_btf":
+        defines["TP_BTF"] = 1
     return [f"-D{name}={value:#x}u" if name == "MARK_MASK" else f"-D{name}={value}" for name, value in defines.items()]
 
 
@@ -174,9 +187,10 @@ def sum_entries(values: bytes, count: int, ncpu: int) -> list[tuple[int, int]]:
     ]
 
 
-def program_digest(source: bytes, cflags: list[str]) -> str:
-    """Identity of a compiled program: its C text and its -D flags (which hold every kernel offset)."""
-    return hashlib.sha256(source + b"\0" + "\0".join(cflags).encode()).hexdigest()[:16]
+def program_digest(source: bytes, cflags: list[str], attach: str) -> str:
+    """Identity of a compiled program: its C text, its -D flags (which hold every kernel offset) and its attach
+    kind, so that a program of another kind is installed in place of a pinned one, never mistaken for it."""
+    return hashlib.sha256(source + b"\0" + "\0".join([*cflags, attach]).encode()).hexdigest()[:16]
 
 
 def ensure_bpffs(bpf_dir: Path) -> None:
@@ -209,15 +223,17 @@ class Installed:
     pin_dir: Path
     reused: bool
     retired: tuple[Path, ...] = ()  # replaced programs: detached, their maps still pinned for a last drain
+    attach: str = "tp_btf"  # the kind it is attached as (ATTACH_KINDS)
+    fallback: str = ""  # with --bpf-attach auto: why tp_btf was not used (the kernel's refusal), else empty
 
 
-def program_cflags(config: ProgramConfig, *, btf_path: Path | None = None) -> list[str]:
-    btf = Btf.load(btf_path) if btf_path else Btf.load()
+def program_cflags(config: ProgramConfig, *, btf: Btf, attach: str) -> list[str]:
     return build_cflags(
         config=config,
         reason=netfilter_drop_reason(btf=btf),
         layout=SkbLayout.from_btf(btf),
         args=TracepointArgs.from_btf(btf),
+        attach=attach,
     )
 
 
@@ -232,6 +248,7 @@ def ensure_installed(*, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR) 
         "overflow_size": config.overflow_size,
         "flow_logs": config.flow_logs,
         "flow_map_size": config.flow_map_size,
+        "attach": config.attach,
         "bpf_dir": str(bpf_dir),
     }
     done = subprocess.run(
@@ -249,32 +266,78 @@ def ensure_installed(*, config: ProgramConfig, bpf_dir: Path = DEFAULT_BPF_DIR) 
     if done.returncode != 0 or "error" in reply:
         raise LoadError(str(reply.get("error")))
     return Installed(
-        pin_dir=Path(reply["pin_dir"]), reused=bool(reply["reused"]), retired=tuple(Path(p) for p in reply["retired"])
+        pin_dir=Path(reply["pin_dir"]),
+        reused=bool(reply["reused"]),
+        retired=tuple(Path(p) for p in reply["retired"]),
+        attach=str(reply["attach"]),
+        fallback=str(reply.get("fallback", "")),
     )
 
 
-def find_or_install(*, config: ProgramConfig, bpf_dir: Path, btf_path: Path | None = None) -> Installed:
-    """The installer child's work (collector/bpf_install.py): reuse the pinned program, or compile and pin it."""
+def find_or_install(
+    *,
+    config: ProgramConfig,
+    bpf_dir: Path,
+    btf_path: Path | None = None,
+    tp_btf_supported: Callable[[int], bool] | None = None,
+) -> Installed:
+    """The installer child's work (collector/bpf_install.py): reuse the pinned program, or compile and pin it.
+
+    ``--bpf-attach auto`` reuses a pinned tp_btf program, or a pinned raw_tp one on a kernel that refuses tp_btf
+    programs (``tp_btf_supported``: by default, whether an empty tp_btf program loads); otherwise it installs
+    tp_btf and falls back to raw_tp when the kernel refuses the program."""
+    from collector import bpf_install
     from collector.bpf_install import install
 
+    supported = tp_btf_supported or bpf_install.tp_btf_supported
+
     check_tracepoint()
-    cflags = program_cflags(config, btf_path=btf_path)
+    btf = Btf.load(btf_path) if btf_path else Btf.load()
     source = source_path("denied.c")
+    text = source.read_bytes()
+    kinds = ATTACH_KINDS if config.attach == "auto" else (config.attach,)
+    cflags = {kind: program_cflags(config, btf=btf, attach=kind) for kind in kinds}
+    pin_dirs = {kind: bpf_dir / program_digest(text, cflags[kind], kind) for kind in kinds}
     ensure_bpffs(bpf_dir)
-    pin_dir = bpf_dir / program_digest(source.read_bytes(), cflags)
-    if (pin_dir / "link").exists():
-        return Installed(pin_dir=pin_dir, reused=True)
-    check_headers()
-    if pin_dir.exists():
-        remove_pins(pin_dir)  # an install that died midway
-    others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
-    try:
-        install(source=source, cflags=cflags, pin_dir=pin_dir, retire=list(others), flow_logs=config.flow_logs)
-    except Exception as exc:  # BCC raises bare Exception for compile and load errors
-        if not (pin_dir / "link").exists():
+    btf_id = btf.tracepoint_type_id("kfree_skb")
+    if config.attach == "auto" and not (pin_dirs["tp_btf"] / "link").exists() and not supported(btf_id):
+        kinds = ("raw_tp",)  # not even an empty tp_btf program loads here: compile nothing that needs it
+        fallback = "the kernel refuses tp_btf programs (an empty one does not load)"
+    else:
+        fallback = ""
+    for kind in kinds:
+        pin_dir = pin_dirs[kind]
+        if (pin_dir / "link").exists():
+            return Installed(pin_dir=pin_dir, reused=True, attach=kind, fallback=fallback)
+        check_headers()
+        if pin_dir.exists():
+            remove_pins(pin_dir)  # an install that died midway
+        others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
+        try:
+            install(
+                source=source,
+                cflags=cflags[kind],
+                pin_dir=pin_dir,
+                retire=list(others),
+                flow_logs=config.flow_logs,
+                attach=kind,
+                attach_btf_id=btf_id,
+            )
+        except bpf_sys.VerifierError as exc:
             remove_pins(pin_dir)
-        raise LoadError(f"BPF program {source} failed to load: {' '.join(str(exc).split())[:2000]}") from exc
-    return Installed(pin_dir=pin_dir, reused=False, retired=others)
+            if config.attach == "auto" and kind == "tp_btf":
+                fallback = f"the kernel refused the tp_btf program ({' '.join(str(exc).split())[:500]})"
+                continue
+            raise LoadError(
+                f"the kernel refused {source} as {kind}: {' '.join(str(exc).split())[:2000]}; "
+                "--bpf-attach auto falls back to raw_tp"
+            ) from exc
+        except Exception as exc:  # BCC raises bare Exception for compile and load errors
+            if not (pin_dir / "link").exists():
+                remove_pins(pin_dir)
+            raise LoadError(f"BPF program {source} failed to load: {' '.join(str(exc).split())[:2000]}") from exc
+        return Installed(pin_dir=pin_dir, reused=False, retired=others, attach=kind, fallback=fallback)
+    raise LoadError(f"no BPF program could be attached to kfree_skb ({fallback})")
 
 
 def uninstall(bpf_dir: Path = DEFAULT_BPF_DIR) -> list[Path]:

@@ -17,7 +17,8 @@ _libc = ct.CDLL(None, use_errno=True)
 _libc.syscall.restype = ct.c_long
 
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
-OBJ_PIN, OBJ_GET = 6, 7
+PROG_LOAD, OBJ_PIN, OBJ_GET, RAW_TRACEPOINT_OPEN = 5, 6, 7, 17
+PROG_TYPE_TRACING, TRACE_RAW_TP = 26, 23  # enum bpf_prog_type, enum bpf_attach_type
 MAP_LOOKUP_BATCH, MAP_DELETE_BATCH = 24, 27
 BPFFS_MAGIC = 0xCAFE4A11
 
@@ -35,6 +36,21 @@ class _BatchAttr(ct.Structure):
     _fields_ = [("in_batch", ct.c_uint64), ("out_batch", ct.c_uint64), ("keys", ct.c_uint64),
                 ("values", ct.c_uint64), ("count", ct.c_uint32), ("map_fd", ct.c_uint32),
                 ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]  # fmt: skip
+
+
+class _ProgLoadAttr(ct.Structure):
+    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32), ("prog_flags", ct.c_uint32),
+                ("prog_name", ct.c_char * 16), ("prog_ifindex", ct.c_uint32), ("expected_attach_type", ct.c_uint32),
+                ("prog_btf_fd", ct.c_uint32), ("func_info_rec_size", ct.c_uint32), ("func_info", ct.c_uint64),
+                ("func_info_cnt", ct.c_uint32), ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64),
+                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32),
+                ("attach_prog_fd", ct.c_uint32)]  # fmt: skip
+
+
+class _RawTracepointAttr(ct.Structure):
+    _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32), ("pad", ct.c_uint32), ("cookie", ct.c_uint64)]
 
 
 def _bpf(cmd: int, attr: ct.Structure) -> int:
@@ -61,6 +77,49 @@ def obj_get(path: Path) -> int:
 def obj_pin(fd: int, path: Path) -> None:
     name = ct.create_string_buffer(str(path).encode())
     _bpf(OBJ_PIN, _ObjAttr(pathname=ct.addressof(name), bpf_fd=fd))
+
+
+class VerifierError(OSError):
+    """The kernel refused a program; ``log`` is the end of the verifier's log."""
+
+    def __init__(self, err: int, log: str) -> None:
+        super().__init__(err, f"{os.strerror(err)}: {log}" if log else os.strerror(err))
+        self.log = log
+
+
+def load_tracing(insns: bytes, *, attach_btf_id: int, name: str, license_: str = "GPL") -> int:
+    """Load ``insns`` as a BTF-enabled tracepoint program (tp_btf: BPF_PROG_TYPE_TRACING, attach type
+    BPF_TRACE_RAW_TP) for the ``btf_trace_<tracepoint>`` typedef ``attach_btf_id`` of the kernel's BTF."""
+    code = ct.create_string_buffer(insns, len(insns))
+    lic = ct.create_string_buffer(license_.encode())
+    log = ct.create_string_buffer(1 << 16)
+    attr = _ProgLoadAttr(
+        prog_type=PROG_TYPE_TRACING,
+        insn_cnt=len(insns) // 8,
+        insns=ct.addressof(code),
+        license=ct.addressof(lic),
+        prog_name=name.encode()[:15],
+        expected_attach_type=TRACE_RAW_TP,
+        attach_btf_id=attach_btf_id,
+    )
+    try:
+        return _bpf(PROG_LOAD, attr)
+    except OSError as exc:
+        first_errno = exc.errno
+    # again with the verifier's log, only to say why (a log makes a successful load slower)
+    attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ct.addressof(log)
+    try:
+        return _bpf(PROG_LOAD, attr)
+    except OSError as again:
+        lines = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()]
+        raise VerifierError(again.errno or first_errno or errno.EINVAL, " | ".join(lines[-3:])) from None
+
+
+def raw_tracepoint_open(prog_fd: int, tracepoint: str | None) -> int:
+    """Attach a program to a tracepoint; the link's fd. ``None`` for a tp_btf program, whose tracepoint was
+    named at load (attach_btf_id)."""
+    name = ct.create_string_buffer(tracepoint.encode()) if tracepoint is not None else None
+    return _bpf(RAW_TRACEPOINT_OPEN, _RawTracepointAttr(name=_addr(name), prog_fd=prog_fd))
 
 
 def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

@@ -185,9 +185,7 @@ class Btf:
         The kernel's typedef has a leading ``void *__data`` the BPF program does not see; it is dropped here.
         Pointer arguments report the kind and name of what they point to.
         """
-        type_id = self._by_name.get((_KIND_TYPEDEF, f"btf_trace_{tracepoint}"))
-        if type_id is None:
-            raise BtfError(f"kernel BTF has no raw tracepoint type btf_trace_{tracepoint}")
+        type_id = self.tracepoint_type_id(tracepoint)
         proto = self._types[self._resolve(self._types[self._resolve(type_id)].size_or_type)]
         if proto.kind != _KIND_FUNC_PROTO:
             raise BtfError(f"btf_trace_{tracepoint} is not a function pointer")
@@ -198,6 +196,13 @@ class Btf:
                 t = self._types[self._resolve(t.size_or_type)]
             result.append((t.kind, t.name))
         return result
+
+    def tracepoint_type_id(self, tracepoint: str) -> int:
+        """The id of the ``btf_trace_<name>`` typedef: a tp_btf program's attach_btf_id."""
+        type_id = self._by_name.get((_KIND_TYPEDEF, f"btf_trace_{tracepoint}"))
+        if type_id is None:
+            raise BtfError(f"kernel BTF has no raw tracepoint type btf_trace_{tracepoint}")
+        return type_id
 
     def enum_value(self, enum_name: str, enumerator: str) -> int:
         for kind in (_KIND_ENUM, _KIND_ENUM64):

@@ -71,23 +71,29 @@ def missing_capabilities(status: Path = Path("/proc/self/status")) -> list[str]:
 def program_config(config: CollectorConfig) -> ProgramConfig:
     flows = config.flow_logs
     if flows is None:
-        return ProgramConfig(mark_mask=config.mark_mask, map_size=config.map_size)
+        return ProgramConfig(mark_mask=config.mark_mask, map_size=config.map_size, attach=config.bpf_attach)
     return ProgramConfig(
-        mark_mask=config.mark_mask, map_size=config.map_size, flow_logs=True, flow_map_size=flows.map_size
+        mark_mask=config.mark_mask,
+        map_size=config.map_size,
+        flow_logs=True,
+        flow_map_size=flows.map_size,
+        attach=config.bpf_attach,
     )
 
 
 def print_bpf(config: CollectorConfig) -> None:
     check_tracepoint()
     btf = Btf.load()
+    attach = "raw_tp" if config.bpf_attach == "raw_tp" else "tp_btf"
     cflags = build_cflags(
         config=program_config(config),
         reason=netfilter_drop_reason(btf=btf),
         layout=SkbLayout.from_btf(btf),
         args=TracepointArgs.from_btf(btf),
+        attach=attach,
     )
     source = source_path("denied.c")
-    print(f"// {source} compiled by BCC with: {' '.join(cflags)}")
+    print(f"// {source} compiled by BCC with: {' '.join(cflags)} (attached as {attach})")
     print(source.read_text(), end="")
 
 
@@ -120,6 +126,8 @@ def serve(config: CollectorConfig, stop: threading.Event) -> None:
         source = started.source
         loaded.append(source)
         how = "reused, still attached from the last run" if started.installed.reused else "installed"
+        if started.installed.fallback:
+            log.warning("BPF program attached as raw_tp, not tp_btf: %s", started.installed.fallback)
         log.info("BPF program %s (%s); %d series continued from %s", source.pin_dir, how, started.restored,
                  config.state_file)  # fmt: skip
         try:
@@ -216,7 +224,7 @@ def run_agent(
     if started.retired:
         lifecycle.persister(state_file=config.state_file, source=source, store=store)()
     server.start()
-    log.info("attached BPF program id %s to skb:kfree_skb", source.program_id)
+    log.info("attached BPF program id %s to skb:kfree_skb as %s", source.program_id, started.installed.attach)
     scheme = "https" if config.tls else "http"
     log.info(
         "serving %s://%s:%d%s (denied packets) and %s (collector health); mark mask %#x",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.bpf_loader import ATTACH_CHOICES
 from collector.flowlogs import FlowLogConfig
 from collector.server import TlsFiles
 
@@ -53,6 +54,7 @@ class CollectorConfig:
     uninstall: bool = False
     node_name: str = ""  # the flow records' host; the hostname when not given
     flow_logs: FlowLogConfig | None = None  # None: --flow-logs off, the BPF program has no flow map
+    bpf_attach: str = "auto"  # "tp_btf", "raw_tp", or "auto": tp_btf unless the kernel refuses it
 
 
 def _port(text: str, where: str) -> int:
@@ -156,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bpffs directory the program and its maps are pinned in; they stay attached across restarts",
     )
     p.add_argument(
+        "--bpf-attach",
+        choices=ATTACH_CHOICES,
+        default="auto",
+        help="attach as a BTF-enabled tracepoint (tp_btf: plain loads, no helper calls), as a raw tracepoint "
+        "(raw_tp: helper reads), or auto: tp_btf, else raw_tp when the kernel refuses it (default auto)",
+    )
+    p.add_argument(
         "--state-file",
         default="/run/policywatch/collector-state.json",
         help="where series totals are kept across restarts",
@@ -237,6 +246,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> CollectorConfig
         log_level=args.log_level,
         export_unmarked=args.export_unmarked,
         bpf_dir=_bpf_dir(args.bpf_dir),
+        bpf_attach=args.bpf_attach,
         state_file=Path(args.state_file),
         uninstall=args.uninstall,
         flow_logs=flow_logs,

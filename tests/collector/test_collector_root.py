@@ -34,8 +34,9 @@ from tests.collector.harness import (
 pytestmark = pytest.mark.root
 
 
+@pytest.mark.parametrize("attach", ["tp_btf", "raw_tp"])
 def test_two_policies_ipv4_ipv6_exact_packets_and_bytes(
-    netns: Netns, start_collector: Callable[..., RunningCollector]
+    netns: Netns, start_collector: Callable[..., RunningCollector], attach: str
 ) -> None:
     tag = secrets.token_hex(3)
     pol_a, pol_b = f"default/deny-a-{tag}", f"profile/k8s_ns.ns-{tag}/0/deny"
@@ -51,7 +52,8 @@ def test_two_policies_ipv4_ipv6_exact_packets_and_bytes(
         }}
         """,
     )
-    collector = start_collector()
+    collector = start_collector("--bpf-attach", attach)
+    assert f"as {attach}" in collector.log
     plan = [  # (dst, port, count, payload size, policy, source, overhead)
         (V4_DST, 7001, 5, 100, pol_a, V4_SRC, UDP_V4_OVERHEAD),
         (V6_DST, 7001, 7, 60, pol_a, V6_SRC, UDP_V6_OVERHEAD),
@@ -291,7 +293,12 @@ def test_print_bpf_shows_source_and_kernel_defines(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert "-DMARK_MASK=0xff0u" in first and "-DNETFILTER_DROP_REASON=" in first and "-DSPAN_START=" in first
-    assert "int count_drops(struct bpf_raw_tracepoint_args *ctx)" in out
+    assert "-DTP_BTF=1" in first and first.endswith("(attached as tp_btf)")
+    assert "int count_drops(u64 *ctx)" in out
+
+    assert main(["--print-bpf", "--bpf-attach", "raw_tp"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "-DTP_BTF" not in first and first.endswith("(attached as raw_tp)")
 
 
 def test_nothing_lost_while_draining_under_load(netns: Netns, start_collector: Callable[..., RunningCollector]) -> None:
