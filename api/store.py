@@ -26,8 +26,20 @@ from api.models import (
     ResourceVersionRow,
 )
 from api.resources import GLOBAL_ALERT, Kind, ObjectIn, StoredObject, render_object
+from api.store_errors import AlreadyExists, Conflict, Expired, NotFound, ObjectStoreError, UidConflict
 from evaluator.alerts import MAX_ERROR_CONDITIONS, AlertStatus, ErrorCondition, GlobalAlertSpec
 from evaluator.ports import StoredAlert
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "Expired",
+    "NotFound",
+    "ObjectStore",
+    "ObjectStoreError",
+    "SqlAlertRepository",
+    "UidConflict",
+]
 
 Clock = Callable[[], datetime]
 OBJECT_TABLES: dict[str, Table] = {
@@ -54,55 +66,6 @@ def read_only(engine: Engine) -> Engine:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ObjectStoreError(Exception):
-    """Base of the store's outcomes that the API turns into HTTP errors."""
-
-    def __init__(self, kind: Kind, name: str, message: str) -> None:
-        self.kind = kind
-        self.name = name
-        super().__init__(message)
-
-
-class NotFound(ObjectStoreError):
-    def __init__(self, kind: Kind, name: str) -> None:
-        super().__init__(kind, name, f'{kind.kind} "{name}" not found')
-
-
-class AlreadyExists(ObjectStoreError):
-    def __init__(self, kind: Kind, name: str) -> None:
-        super().__init__(kind, name, f'{kind.kind} "{name}" already exists; use PUT (replace/apply) to change it')
-
-
-class Expired(Exception):
-    """A watch from a resourceVersion whose later changes are no longer all kept."""
-
-    def __init__(self, sent: int, oldest: int) -> None:
-        self.oldest = oldest
-        super().__init__(
-            f"too old resource version: {sent} (oldest kept: {oldest}); list again and watch from its resourceVersion"
-        )
-
-
-class Conflict(ObjectStoreError):
-    def __init__(self, kind: Kind, name: str, sent: int, current: int | None) -> None:
-        now = f"is now {current}" if current is not None else "changed meanwhile"
-        super().__init__(
-            kind,
-            name,
-            f'{kind.kind} "{name}" was modified: resourceVersion {sent} {now}; get it again and re-apply your change',
-        )
-
-
-class UidConflict(ObjectStoreError):
-    def __init__(self, kind: Kind, name: str, sent: str, current: str) -> None:
-        super().__init__(
-            kind,
-            name,
-            f'{kind.kind} "{name}": precondition failed: uid {sent} in the request, but the object is now uid '
-            f"{current} (it was deleted and created again); get it again and re-apply your change",
-        )
 
 
 class _RolledBack(Exception):
