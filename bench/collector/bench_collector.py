@@ -168,6 +168,12 @@ class Collector:
                 raise RuntimeError("collector did not start:\n" + Path(self.log.name).read_text())
             time.sleep(0.1)
 
+    @property
+    def attach(self) -> str:
+        """How the collector attached its program (tp_btf or raw_tp), from its start-up line."""
+        text = Path(self.log.name).read_text()
+        return text.split("to skb:kfree_skb as ", 1)[1].split()[0] if "to skb:kfree_skb as " in text else "?"
+
     def scrape(self, path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=30).text
         return {
@@ -283,6 +289,7 @@ def main() -> None:
                     finally:
                         empty_prog.cleanup()
                 collector = Collector()
+                attach = collector.attach
                 try:
                     cpu0 = collector.cpu_seconds()
                     sent, dropped = bench.flood()
@@ -343,7 +350,7 @@ def main() -> None:
                 )
             print(
                 f"  collector         {median(with_collector):>12,.0f} pps  ratio {median(with_collector) / base:.3f}"
-                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_collector)})"
+                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_collector)}; attached as {attach})"
             )
             print(
                 f"  collector + flow logs {median(with_flows):>8,.0f} pps  ratio to the collector without them"
@@ -369,6 +376,8 @@ def main() -> None:
                     f"  (runs: {', '.join(f'{x:.1f}' for x in values)})"
                     + ("   target >= 0.98 of empty raw tp" if label == "collector" else "")
                 )
+            by_cpu = median(cost["empty raw tp"]) / median(cost["collector"])
+            print(f"    collector / empty raw tp by CPU per packet {by_cpu:.3f}   target >= 0.98")
             runs = n1 - n0
             ns_per_event = (t1 - t0) * 1e9 / runs if runs else float("nan")
             empty_ns = (e1[0] - e0[0]) / (e1[1] - e0[1]) if e1[1] > e0[1] else float("nan")
