@@ -298,33 +298,14 @@ class ObjectStore:
         """Changes of this kind with a resourceVersion above ``after`` (oldest first, at most ``limit``),
         and the version they were read at; ``Expired`` when ``after`` is older than the kept window."""
         with self.reader.connect() as conn:
-            counter = conn.execute(select(VERSIONS_TABLE).where(VERSIONS_TABLE.c.id == 1)).first()
-            current, compacted = (int(counter.current), int(counter.compacted)) if counter else (0, 0)
-            if after < compacted:
-                raise Expired(after, compacted)
-            rows = conn.execute(
-                select(CHANGES_TABLE)
-                .where(CHANGES_TABLE.c.resource_version > after)
-                .where(CHANGES_TABLE.c.resource_version <= current)
-                .where(CHANGES_TABLE.c.kind == self.kind.kind)
-                .order_by(CHANGES_TABLE.c.resource_version)
-                .limit(limit)
-            ).all()
-        changes = [Change(int(r.resource_version), r.type, r.name, dict(r.object)) for r in rows]
-        read_at = changes[-1].resource_version if len(changes) == limit else current
-        return changes, read_at
+            return read_changes(conn, self.kind, after=after, limit=limit)
 
     def statuses(self, names: list[str]) -> dict[str, AlertStatus]:
         """Status of the given GlobalAlerts (only those the scheduler wrote)."""
         if not names:
             return {}
         with self.reader.connect() as conn:
-            if len(names) > 500:
-                rows = conn.execute(select(STATUS_TABLE)).all()
-            else:
-                rows = conn.execute(select(STATUS_TABLE).where(STATUS_TABLE.c.name.in_(names))).all()
-        wanted: set[str] = set(names)
-        return {r.name: _status(r) for r in rows if r.name in wanted}
+            return read_statuses(conn, names)
 
 
 @dataclass(frozen=True)
@@ -335,6 +316,35 @@ class Change:
     type: str
     name: str
     object: dict[str, Any]
+
+
+def read_changes(conn: Connection, kind: Kind, *, after: int, limit: int) -> tuple[list[Change], int]:
+    """The change log of ``kind`` after ``after`` (see ``ObjectStore.changes``)."""
+    counter = conn.execute(select(VERSIONS_TABLE).where(VERSIONS_TABLE.c.id == 1)).first()
+    current, compacted = (int(counter.current), int(counter.compacted)) if counter else (0, 0)
+    if after < compacted:
+        raise Expired(after, compacted)
+    rows = conn.execute(
+        select(CHANGES_TABLE)
+        .where(CHANGES_TABLE.c.resource_version > after)
+        .where(CHANGES_TABLE.c.resource_version <= current)
+        .where(CHANGES_TABLE.c.kind == kind.kind)
+        .order_by(CHANGES_TABLE.c.resource_version)
+        .limit(limit)
+    ).all()
+    changes = [Change(int(r.resource_version), r.type, r.name, dict(r.object)) for r in rows]
+    read_at = changes[-1].resource_version if len(changes) == limit else current
+    return changes, read_at
+
+
+def read_statuses(conn: Connection, names: list[str]) -> dict[str, AlertStatus]:
+    """The stored status of those of ``names`` that have one."""
+    if len(names) > 500:
+        rows = conn.execute(select(STATUS_TABLE)).all()
+    else:
+        rows = conn.execute(select(STATUS_TABLE).where(STATUS_TABLE.c.name.in_(names))).all()
+    wanted: set[str] = set(names)
+    return {r.name: _status(r) for r in rows if r.name in wanted}
 
 
 def next_resource_version(conn: Connection) -> int:
