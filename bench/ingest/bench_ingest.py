@@ -120,14 +120,16 @@ def stored(url: str) -> tuple[int, int]:
 def baseline(url: str, records: list[dict[str, Any]]) -> float:
     """records/s of one executemany per table of the already mapped rows (no HTTP, no parsing, no keys)."""
     from api.db import make_engine
-    from evaluator.logstore import insert_rows, record_to_rows
+    from evaluator.logstore import insert_flat
+    from evaluator.logstore.mapper import FlatRows, mapper
 
-    mapped = [record_to_rows("flows", r, text=orjson.dumps(r).decode()) for r in records]
+    map_record = mapper("flows")
+    mapped = [FlatRows(*map_record(r, i), orjson.dumps(r).decode()) for i, r in enumerate(records)]
     engine = make_engine(url)
     try:
         started = time.perf_counter()
         with engine.begin() as conn:
-            insert_rows(conn, "flows", mapped)
+            insert_flat(conn, "flows", mapped)
         elapsed = time.perf_counter() - started
     finally:
         engine.dispose()

@@ -5,8 +5,9 @@ maps thousands of records of the same shape, so here the walk is generated as st
 data set (the technique of ``dataclasses`` and ``namedtuple``): a local per key, the common value
 types (a cached string, an integer in range) inline, anything else handed to the generic code of
 ``tables``. The result is what the writer binds: the main row as a tuple in column order and the
-values rows as ``(key, value, ip_key)`` tuples. ``record_to_rows`` stays the reference: the tests
-check that both agree on every record, valid or not.
+values rows as ``(key, value, ip_key)`` tuples. It is the only mapping that stores: ingest and
+``writer.insert_records`` both use it; ``record_to_rows`` stays the reference (the tests check that both
+agree on every record, valid or not) and the engine benchmarks' row generator.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from evaluator.logstore.tables import (
     _NO_IP,
     _PLANS,
     RecordInvalid,
-    RecordRows,
     _Field,
     _found,
-    _label_converter,
     _one,
+    label_values,
     table_for,
 )
-from evaluator.query.records import raw_values
 from evaluator.query.schema import TIME_FIELD, FieldType
 
 ValueRow = tuple[str, str, str | None]  # key, value (text), ip_key
@@ -51,12 +50,6 @@ Mapper = Callable[[Mapping[str, Any], int], tuple[tuple[Any, ...], list[ValueRow
 def scalar_columns(dataset: str) -> tuple[str, ...]:
     """The main table's columns a mapped row fills, in order (not ``id``, ``record``, ``ingest_key``)."""
     return tuple(c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key"))
-
-
-def flat_rows(dataset: str, rows: RecordRows) -> FlatRows:
-    """``record_to_rows``'s result in the writer's form."""
-    values = [(v["key"], v["value"], v["ip_key"]) for v in rows.values]
-    return FlatRows(tuple(rows.row.get(name) for name in scalar_columns(dataset)), values, rows.text)
 
 
 def _top_level(slot: _Field) -> Callable[[Any, int], Any]:
@@ -151,23 +144,12 @@ def _multi_one(slot: _Field) -> Callable[[Any, int], Any]:
 
 
 def _labels(dataset: str) -> Callable[[Mapping[str, Any], int, list[ValueRow]], None] | None:
-    """The ``*_labels.NAME`` keys, as record_to_rows maps them."""
-    holders = _PLANS[dataset].labels
-    if not holders:
+    """The ``*_labels.NAME`` keys, through ``label_values`` as record_to_rows maps them."""
+    if not _PLANS[dataset].labels:
         return None
 
     def add(record: Mapping[str, Any], index: int, out: list[ValueRow]) -> None:
-        for prefix, holder in holders:
-            for labels in raw_values(holder, record):
-                if not isinstance(labels, Mapping):
-                    raise RecordInvalid(
-                        index=index, field=prefix.rstrip("."), value=labels, reason="expected an object of labels"
-                    )
-                for name, value in labels.items():
-                    key = f"{prefix}{name}"
-                    convert = _label_converter(dataset, key)
-                    if convert is not None and value is not None:
-                        out.append((key, str(convert(value, index)), None))
+        out.extend((key, value, None) for key, value in label_values(dataset, record, index))
 
     return add
 

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from functools import lru_cache
@@ -329,7 +329,7 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
     if not isinstance(record, Mapping):
         raise RecordInvalid(index=index, field="", value=record, reason="a log record must be a JSON object")
     plan = _PLANS[dataset]
-    text = text if text is not None else _check_json(record, index)
+    text = text if text is not None else record_text(record, index)
     row: dict[str, Any] = {"record": record}
     get = record.get
     for slot in plan.scalars:
@@ -375,7 +375,13 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
             stored = slot.convert(raw, index)
             if stored is not _NO_IP:
                 values.append(_value_row(slot.spec.key, slot.spec.type, stored))
-    for prefix, holder in plan.labels:
+    values.extend({"key": key, "value": value, "ip_key": None} for key, value in label_values(dataset, record, index))
+    return RecordRows(row, _dedupe(values) if len(values) > 1 else values, text)
+
+
+def label_values(dataset: str, record: Mapping[str, Any], index: int) -> Iterator[tuple[str, str]]:
+    """The ``*_labels.NAME`` keys of ``record`` as (key, value text); RecordInvalid for labels that are no object."""
+    for prefix, holder in _PLANS[dataset].labels:
         for labels in raw_values(holder, record):
             if not isinstance(labels, Mapping):
                 raise RecordInvalid(
@@ -383,10 +389,9 @@ def record_to_rows(dataset: str, record: Mapping[str, Any], *, index: int = 0, t
                 )
             for name, value in labels.items():
                 key = f"{prefix}{name}"
-                label_convert = _label_converter(dataset, key)
-                if label_convert is not None and value is not None:
-                    values.append(_value_row(key, FieldType.STRING, label_convert(value, index)))
-    return RecordRows(row, _dedupe(values) if len(values) > 1 else values, text)
+                convert = _label_converter(dataset, key)
+                if convert is not None and value is not None:
+                    yield key, str(convert(value, index))
 
 
 def _dedupe(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -406,7 +411,9 @@ def _value_row(key: str, kind: FieldType, stored: Any) -> dict[str, Any]:
     return {"key": key, "value": str(stored), "ip_key": None}
 
 
-def _check_json(record: Mapping[str, Any], index: int) -> str:
+def record_text(record: Mapping[str, Any], index: int) -> str:
+    """``record`` as the JSON text the ``record`` column stores (compact, keys in the record's order);
+    RecordInvalid when it is not storable (NaN, a lone surrogate, a NUL, not JSON)."""
     try:
         text = json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         text.encode("utf-8")

@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from evaluator.logstore.mapper import FlatRows, flat_rows, scalar_columns
-from evaluator.logstore.tables import RecordRows, RecordText, record_to_rows, table_for, values_table_for
+from evaluator.logstore.mapper import FlatRows, mapper, scalar_columns
+from evaluator.logstore.tables import RecordInvalid, RecordText, record_text, table_for, values_table_for
 
 KEY_CHUNK = 500  # keys per IN (...) lookup
 
@@ -75,15 +75,21 @@ def write_keyed(conn: Connection, dataset: str, items: Sequence[Keyed]) -> list[
 
 
 def insert_records(conn: Connection, dataset: str, records: Iterable[Mapping[str, Any]]) -> int:
-    """Validate and insert ``records`` (all or none: the first bad one raises RecordInvalid); no ingest keys."""
-    return insert_rows(conn, dataset, [record_to_rows(dataset, record, index=i) for i, record in enumerate(records)])
+    """Validate and insert ``records`` (all or none: the first bad one raises RecordInvalid); no ingest keys.
 
-
-def insert_rows(
-    conn: Connection, dataset: str, mapped: Sequence[RecordRows], *, keys: Sequence[str | None] | None = None
-) -> int:
-    """Insert records mapped by ``record_to_rows`` (and their values rows); ``keys`` are their ingest keys."""
-    return insert_flat(conn, dataset, [flat_rows(dataset, item) for item in mapped], keys=keys)
+    The same compiled mapping as ingest; the ``record`` column gets the record serialised here
+    (``record_text``), where ingest stores the line as received.
+    """
+    table_for(dataset)  # an unknown data set: QueryError
+    map_record = mapper(dataset)
+    mapped: list[FlatRows] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise RecordInvalid(index=index, field="", value=record, reason="a log record must be a JSON object")
+        text = record_text(record, index)
+        scalars, values = map_record(record, index)
+        mapped.append(FlatRows(scalars, values, text))
+    return insert_flat(conn, dataset, mapped)
 
 
 def insert_flat(

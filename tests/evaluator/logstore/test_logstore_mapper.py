@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluator.logstore import RecordInvalid, record_to_rows
-from evaluator.logstore.mapper import FlatRows, flat_rows, mapper
+from evaluator.logstore import RecordInvalid
+from evaluator.logstore.mapper import FlatRows, mapper, scalar_columns
+from evaluator.logstore.tables import RecordRows, record_to_rows
 from evaluator.query.schema import DATASETS, FIELDS, LABEL_PREFIXES, TIME_FIELD
 
 SCALARS = st.one_of(
@@ -23,6 +24,12 @@ SCALARS = st.one_of(
     st.text(max_size=8),
 )
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=3), SCALARS, max_size=2))
+
+
+def flat_rows(dataset: str, rows: RecordRows) -> FlatRows:
+    """``record_to_rows``'s result in the writer's form."""
+    values = [(v["key"], v["value"], v["ip_key"]) for v in rows.values]
+    return FlatRows(tuple(rows.row.get(name) for name in scalar_columns(dataset)), values, rows.text)
 
 
 def _outcome(call: Any) -> Any:

@@ -11,7 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, func, select
 
 from evaluator.db import metadata
-from evaluator.logstore import RecordInvalid, column_for, insert_records, record_to_rows, table_for, values_table_for
+from evaluator.logstore import RecordInvalid, column_for, insert_records, table_for, values_table_for
+from evaluator.logstore.tables import record_to_rows
 from evaluator.query import DATASETS, QueryError, compile_query, to_sql
 from evaluator.query.sql import time_range
 
@@ -142,7 +143,9 @@ def test_dns_record_maps_labels_servers_and_rrsets() -> None:
         ("audit", {"auditID": float("nan")}, "", "not storable as JSON"),
     ],
 )
-def test_bad_records_name_the_field(dataset: str, change: dict[str, Any], field: str, reason: str) -> None:
+def test_bad_records_name_the_field(
+    engine: Engine, dataset: str, change: dict[str, Any], field: str, reason: str
+) -> None:
     record = {**SAMPLES[dataset], **change}
     with pytest.raises(RecordInvalid) as info:
         record_to_rows(dataset, record, index=3)
@@ -150,6 +153,12 @@ def test_bad_records_name_the_field(dataset: str, change: dict[str, Any], field:
     assert info.value.index == 3
     assert reason in str(info.value)
     assert str(info.value).startswith("record 3: field")
+    with pytest.raises(RecordInvalid) as stored:  # the writer's compiled mapping: the same error, nothing stored
+        with engine.begin() as conn:
+            insert_records(conn, dataset, [SAMPLES[dataset]] * 3 + [record])
+    assert str(stored.value) == str(info.value)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(table_for(dataset))).scalar_one() == 0
 
 
 def test_insert_is_all_or_nothing_and_counts(engine: Engine) -> None:
