@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,9 @@ from evaluator.logstore.mapper import FlatRows, mapper, scalar_columns
 from evaluator.logstore.tables import RecordInvalid, RecordText, record_text, table_for, values_table_for
 
 KEY_CHUNK = 500  # keys per IN (...) lookup
+# Rows per multi-row INSERT on SQLite, within the bound-variable limit of any SQLite build (999 before 3.32).
+MULTI_ROW_MAX = 64
+SQLITE_MAX_VARIABLES = 999
 
 
 class Outcome(StrEnum):
@@ -171,14 +175,25 @@ def _bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Seq
         except dbapi.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
             raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
+    if conn.dialect.name == "sqlite":
+        # Several rows per INSERT: SQLite's per-statement work (step, reset, bind) once per group, not per row.
+        per = max(1, min(MULTI_ROW_MAX, SQLITE_MAX_VARIABLES // len(columns)))
+        whole = len(rows) - len(rows) % per
+        if per > 1 and whole:
+            groups = [tuple(chain.from_iterable(rows[start : start + per])) for start in range(0, whole, per)]
+            conn.exec_driver_sql(_insert_sql(conn, table, columns, per), groups)
+            rows = rows[whole:]
+        if not rows:
+            return
     conn.exec_driver_sql(_insert_sql(conn, table, columns), rows)
 
 
-def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
+def _insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 1) -> str:
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
-    return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join([marker] * len(columns))})"
+    row = f"({', '.join([marker] * len(columns))})"
+    return f"INSERT INTO {quote(table)} ({names}) VALUES {', '.join([row] * per)}"
 
 
 def _stored_keys(conn: Connection, main: sa.Table, keys: set[str]) -> dict[str, int]:

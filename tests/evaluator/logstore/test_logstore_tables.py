@@ -289,3 +289,23 @@ def test_migration_on_sqlite(tmp_path: Any) -> None:
 @pytest.mark.postgres
 def test_migration_on_postgres(pg_database: str) -> None:
     _migrated(pg_database)
+
+
+@pytest.mark.parametrize("records", [1, 31, 32, 33, 97])
+def test_insert_in_multi_row_groups_stores_every_row_once(engine: Engine, records: int) -> None:
+    # SQLite gets rows in groups per INSERT (main table: 999 // its columns; values: 64): full groups and the rest.
+    batch = [
+        {**FLOW, "dest_port": port, "dest_labels": {"labels": [f"app=a{port}", "tier=t"]}} for port in range(records)
+    ]
+    with engine.begin() as conn:
+        assert insert_records(conn, "flows", batch) == records
+    main, values = table_for("flows"), values_table_for("flows")
+    with engine.connect() as conn:
+        ports = {row.id: row.dest_port for row in conn.execute(select(main.c.id, main.c.dest_port))}
+        labels = conn.execute(
+            select(values.c.record_id, values.c.value).where(values.c.key == "dest_labels.labels")
+        ).all()
+    assert sorted(ports.values()) == list(range(records))
+    assert sorted((ports[record_id], value) for record_id, value in labels) == sorted(
+        pair for port in range(records) for pair in ((port, f"app=a{port}"), (port, "tier=t"))
+    )
