@@ -104,6 +104,28 @@ class ObjectStorePort(Protocol):
     def statuses(self, names: list[str]) -> dict[str, AlertStatus]: ...
 
 
+def _record_change(conn: Connection, kind: Kind, change: str, stored: StoredObject) -> None:
+    """Append the write to the change log (watch), pruning entries older than the kept window."""
+    conn.execute(
+        insert(CHANGES_TABLE).values(
+            resource_version=stored.resource_version,
+            kind=kind.kind,
+            name=stored.name,
+            type=change,
+            object=render_object(kind, stored),
+        )
+    )
+    if stored.resource_version % _PRUNE_EVERY == 0:
+        oldest = stored.resource_version - WATCH_WINDOW
+        conn.execute(delete(CHANGES_TABLE).where(CHANGES_TABLE.c.resource_version <= oldest))
+        conn.execute(
+            update(VERSIONS_TABLE)
+            .where(VERSIONS_TABLE.c.id == 1)
+            .where(VERSIONS_TABLE.c.compacted < oldest)
+            .values(compacted=oldest)
+        )
+
+
 class ObjectStore:
     """Create, read, list, replace and delete objects of one kind.
 
@@ -149,7 +171,7 @@ class ObjectStore:
                 spec=obj.spec.to_dict(),
             )
             conn.execute(insert(self.table).values(**_row_values(stored)))
-            self._record(conn, "ADDED", stored)
+            _record_change(conn, self.kind, "ADDED", stored)
             if dry_run:
                 raise _RolledBack(stored)
         return stored
@@ -237,7 +259,7 @@ class ObjectStore:
                     spec=new.spec,
                 )
             )
-            self._record(conn, "MODIFIED", new)
+            _record_change(conn, self.kind, "MODIFIED", new)
             if dry_run:
                 raise _RolledBack(new)
         return new
@@ -259,7 +281,7 @@ class ObjectStore:
                     conn.execute(delete(STATUS_TABLE).where(STATUS_TABLE.c.name == name))
                 conn.execute(delete(self.table).where(self.table.c.name == name))
                 gone = replace(current, resource_version=version)
-                self._record(conn, "DELETED", gone)
+                _record_change(conn, self.kind, "DELETED", gone)
                 if dry_run:
                     raise _RolledBack(gone)
         except NotFound:
@@ -273,26 +295,6 @@ class ObjectStore:
             raise UidConflict(self.kind, current.name, uid, current.uid)
         if resource_version is not None and resource_version != current.resource_version:
             raise Conflict(self.kind, current.name, resource_version, current.resource_version)
-
-    def _record(self, conn: Connection, change: str, stored: StoredObject) -> None:
-        conn.execute(
-            insert(CHANGES_TABLE).values(
-                resource_version=stored.resource_version,
-                kind=self.kind.kind,
-                name=stored.name,
-                type=change,
-                object=render_object(self.kind, stored),
-            )
-        )
-        if stored.resource_version % _PRUNE_EVERY == 0:
-            oldest = stored.resource_version - WATCH_WINDOW
-            conn.execute(delete(CHANGES_TABLE).where(CHANGES_TABLE.c.resource_version <= oldest))
-            conn.execute(
-                update(VERSIONS_TABLE)
-                .where(VERSIONS_TABLE.c.id == 1)
-                .where(VERSIONS_TABLE.c.compacted < oldest)
-                .values(compacted=oldest)
-            )
 
     def changes(self, *, after: int, limit: int) -> tuple[list[Change], int]:
         """Changes of this kind with a resourceVersion above ``after`` (oldest first, at most ``limit``),

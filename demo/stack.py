@@ -67,6 +67,46 @@ def http_json(method: str, url: str, body: bytes | None = None, content_type: st
     return json.loads(payload) if payload else None
 
 
+def event_items(doc: Any) -> list[dict[str, Any]]:
+    """The events of an ``/events`` answer (a list object's ``items``, or a bare list)."""
+    if isinstance(doc, dict):
+        items = doc.get("items", doc.get("events", []))
+        return list(items) if isinstance(items, list) else []
+    return list(doc) if isinstance(doc, list) else []
+
+
+def alertmanager_config(webhook_url: str) -> dict[str, Any]:
+    """Alertmanager routing every alert to the demo's webhook receiver, grouped per alert and policy."""
+    return {
+        "route": {
+            "receiver": "demo-webhook",
+            "group_by": ["alertname", "policy", "alert"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [{"name": "demo-webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }
+
+
+def prometheus_config(
+    collector_url: str, evaluator_url: str | None, alertmanager_url: str, scrape_interval: str
+) -> dict[str, Any]:
+    """Prometheus scraping the collector (metrics and health) and, once it runs, the evaluator."""
+    collector = collector_url.removeprefix("http://")
+    jobs = [(JOB_COLLECTOR, "/metrics", collector), (JOB_COLLECTOR_HEALTH, "/collector/metrics", collector)]
+    if evaluator_url:
+        jobs.append((JOB_EVALUATOR, "/metrics", evaluator_url.removeprefix("http://")))
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]},
+        "scrape_configs": [
+            {"job_name": job, "metrics_path": path, "static_configs": [{"targets": [target]}]}
+            for job, path, target in jobs
+        ],
+    }
+
+
 class DemoStack:
     def __init__(
         self,
@@ -157,19 +197,7 @@ class DemoStack:
         self.webhook = WebhookReceiver().start()
         self._undo.append(self.webhook.stop)
         self.alertmanager = AlertmanagerServer(
-            {
-                "route": {
-                    "receiver": "demo-webhook",
-                    "group_by": ["alertname", "policy", "alert"],
-                    "group_wait": "1s",
-                    "group_interval": "5s",
-                    "repeat_interval": "1h",
-                },
-                "receivers": [
-                    {"name": "demo-webhook", "webhook_configs": [{"url": self.webhook.url, "send_resolved": True}]}
-                ],
-            },
-            workdir=self.workdir / "alertmanager",
+            alertmanager_config(self.webhook.url), workdir=self.workdir / "alertmanager"
         )
         self._undo.append(self.alertmanager.stop)
         self.alertmanager.start()
@@ -181,20 +209,7 @@ class DemoStack:
 
     def prometheus_config(self) -> dict[str, Any]:
         assert self.alertmanager is not None
-        collector = self.collector_url.removeprefix("http://")
-        jobs = [(JOB_COLLECTOR, "/metrics", collector), (JOB_COLLECTOR_HEALTH, "/collector/metrics", collector)]
-        if self.evaluator_url:
-            jobs.append((JOB_EVALUATOR, "/metrics", self.evaluator_url.removeprefix("http://")))
-        return {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "alerting": {
-                "alertmanagers": [{"static_configs": [{"targets": [self.alertmanager.url.removeprefix("http://")]}]}]
-            },
-            "scrape_configs": [
-                {"job_name": job, "metrics_path": path, "static_configs": [{"targets": [target]}]}
-                for job, path, target in jobs
-            ],
-        }
+        return prometheus_config(self.collector_url, self.evaluator_url, self.alertmanager.url, self.scrape_interval)
 
     def start_evaluator(self, *, timeout: float = 60.0) -> None:
         port = self.evaluator_port
@@ -227,11 +242,7 @@ class DemoStack:
         return http_json("POST", f"{self.evaluator_url}/globalalerts", json.dumps(GLOBAL_ALERT).encode())
 
     def events(self) -> list[dict[str, Any]]:
-        doc = http_json("GET", f"{self.evaluator_url}/events?alert={ALERT_NAME}")
-        if isinstance(doc, dict):
-            items = doc.get("items", doc.get("events", []))
-            return list(items) if isinstance(items, list) else []
-        return list(doc) if isinstance(doc, list) else []
+        return event_items(http_json("GET", f"{self.evaluator_url}/events?alert={ALERT_NAME}"))
 
     def scrape_prometheus_again(self) -> None:
         """Rewrite Prometheus' configuration (e.g. once the evaluator has a port) and reload it."""
