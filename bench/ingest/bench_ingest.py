@@ -123,6 +123,7 @@ def baseline(url: str, records: list[dict[str, Any]]) -> float:
     from api.db import make_engine
     from evaluator.logstore import table_for, values_table_for
     from evaluator.logstore.mapper import mapper, scalar_columns
+    from evaluator.logstore.writer import insert_sql
 
     map_record = mapper("flows")
     mapped = [(map_record(r, i), orjson.dumps(r).decode()) for i, r in enumerate(records)]
@@ -131,15 +132,10 @@ def baseline(url: str, records: list[dict[str, Any]]) -> float:
     main_columns = ("id", *scalar_columns("flows"), "record")
     engine = make_engine(url)
     try:
-        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-
-        def sql(table: str, columns: tuple[str, ...]) -> str:
-            return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
-
         started = time.perf_counter()
         with engine.begin() as conn:
-            conn.exec_driver_sql(sql(table_for("flows").name, main_columns), main_rows)
-            values_sql = sql(values_table_for("flows").name, ("record_id", "key", "value", "ip_key"))
+            conn.exec_driver_sql(insert_sql(conn, table_for("flows").name, main_columns), main_rows)
+            values_sql = insert_sql(conn, values_table_for("flows").name, ("record_id", "key", "value", "ip_key"))
             conn.exec_driver_sql(values_sql, value_rows)
         elapsed = time.perf_counter() - started
     finally:

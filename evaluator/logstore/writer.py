@@ -181,14 +181,15 @@ def _bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Seq
         whole = len(rows) - len(rows) % per
         if per > 1 and whole:
             groups = [tuple(chain.from_iterable(rows[start : start + per])) for start in range(0, whole, per)]
-            conn.exec_driver_sql(_insert_sql(conn, table, columns, per), groups)
+            conn.exec_driver_sql(insert_sql(conn, table, columns, per), groups)
             rows = rows[whole:]
         if not rows:
             return
-    conn.exec_driver_sql(_insert_sql(conn, table, columns), rows)
+    conn.exec_driver_sql(insert_sql(conn, table, columns), rows)
 
 
-def _insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 1) -> str:
+def insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 1) -> str:
+    """``INSERT INTO table (columns) VALUES (...)`` with ``per`` rows of the driver's placeholders."""
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
