@@ -31,6 +31,7 @@ from api.settings import Settings
 from api.store import SqlAlertRepository
 from evaluator.alerts import DEFAULT_CATALOG, QueryCatalog
 from evaluator.engine.runtime import EngineRuntime, Service
+from evaluator.ports import AlertRepository
 
 API_PREFIX = "/apis/projectcalico.org/v3"
 
@@ -86,8 +87,13 @@ def create_app(
     kube = None
     if settings.definitions == "kubernetes":  # the cluster's custom resources are the alerts the engine runs
         kube = KubeDefinitions.connect(settings.kubeconfig, catalog=catalog, flush_intervals=settings.flush_intervals())
-    repository = kube.repository if kube else SqlAlertRepository(engine)
-    runtime = EngineRuntime(engine, repository, settings=settings, registry=registry)
+    sql_repository: SqlAlertRepository | None = None  # a run's status then joins the run's transaction
+    repository: AlertRepository
+    if kube:
+        repository = kube.repository
+    else:
+        repository = sql_repository = SqlAlertRepository(engine)
+    runtime = EngineRuntime(engine, repository, settings=settings, registry=registry, status_in_run=sql_repository)
     shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog, kube=kube)
     background = list(service_factory(shared))
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Row, Select, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, Table, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from api.models import (
@@ -388,25 +389,37 @@ class SqlAlertRepository:
 
     def get_status(self, name: str) -> AlertStatus | None:
         with self.reader.connect() as conn:
-            row = conn.execute(select(STATUS_TABLE).where(STATUS_TABLE.c.name == name)).first()
-        return None if row is None else _status(row)
+            return self.read_status(conn, name)
 
     def write_status(self, name: str, status: AlertStatus) -> None:
-        values = _status_values(status)
         for _ in range(_PUT_RETRIES):
-            with self.engine.begin() as conn:
-                result = conn.execute(update(STATUS_TABLE).where(STATUS_TABLE.c.name == name).values(**values))
-                if result.rowcount == 1:
-                    return
-                exists = conn.execute(select(self.alerts.c.name).where(self.alerts.c.name == name)).first()
-                if exists is None:
-                    return
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(insert(STATUS_TABLE).values(name=name, **values))
+                    self.put_status(conn, name, status)
                 return
             except IntegrityError:
-                continue  # inserted concurrently (update next time) or the alert was just deleted
+                # PostgreSQL: the alert was deleted between the select and the insert (its status goes with
+                # it), or another writer inserted the row first (updated on the next attempt).
+                continue
+
+    # ``evaluator.ports.StatusInTransaction``: the scheduler writes a run's status in the run's transaction.
+    def read_status(self, conn: Connection, name: str) -> AlertStatus | None:
+        row = conn.execute(select(STATUS_TABLE).where(STATUS_TABLE.c.name == name)).first()
+        return None if row is None else _status(row)
+
+    def put_status(self, conn: Connection, name: str, status: AlertStatus) -> None:
+        values = _status_values(status)
+        if conn.execute(update(STATUS_TABLE).where(STATUS_TABLE.c.name == name).values(**values)).rowcount == 1:
+            return
+        # First status of this alert: one upsert of a row selected from the alert itself, so nothing is
+        # inserted for an alert deleted meanwhile and a concurrent first write is an update, not an error.
+        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        columns = list(values)
+        source = select(self.alerts.c.name, *[literal(values[c], type_=STATUS_TABLE.c[c].type) for c in columns]).where(
+            self.alerts.c.name == name
+        )
+        statement = upsert(STATUS_TABLE).from_select(["name", *columns], source)
+        conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
 
 def _row_values(stored: StoredObject) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from evaluator.alerts import AlertStatus, GlobalAlertSpec
 
 
@@ -52,4 +54,17 @@ class AlertRepository(Protocol):
         Does nothing when the alert does not exist (it may have been deleted meanwhile); never
         changes the spec, resourceVersion or generation.
         """
+        ...
+
+
+class StatusInTransaction(Protocol):
+    """Status read and written in the caller's open transaction on the scheduler's own database, so a
+    run's events and its status commit together (``api.store.SqlAlertRepository``)."""
+
+    def read_status(self, conn: sa.Connection, name: str) -> AlertStatus | None:
+        """As ``AlertRepository.get_status``, within ``conn``'s transaction."""
+        ...
+
+    def put_status(self, conn: sa.Connection, name: str, status: AlertStatus) -> None:
+        """As ``AlertRepository.write_status``, within ``conn``'s transaction (nothing when the alert is gone)."""
         ...

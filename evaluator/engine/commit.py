@@ -1,13 +1,15 @@
 """``commit_run``: everything one alert-period produces, in one transaction that first checks the lease.
 
-Schedule advance, instance state, events, the ``alert_runs`` row and the outbox rows of the deliveries
-(resolved notifications, event copies) commit together or not at all, so a period commits exactly once
-and nothing it must deliver can be lost between its commit and the delivery.
+Schedule advance, instance state, events, the ``alert_runs`` row, the outbox rows of the deliveries
+(resolved notifications, event copies) and (with a SQL repository) the alert's status commit together or
+not at all, so a period commits exactly once, nothing it must deliver can be lost between its commit and
+the delivery, and the status never says a run happened whose events are not stored, or the reverse.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,8 +59,12 @@ def commit_run(
     next_run: datetime,
     owner: str,
     finished: datetime,
+    status: Callable[[sa.Connection, int], None] | None = None,
 ) -> Committed | None:
-    """Commit the run of ``claim``'s period; None when another process already committed it."""
+    """Commit the run of ``claim``'s period; None when another process already committed it.
+
+    ``status(conn, events_written)`` writes the alert's status in the same transaction.
+    """
     try:
         with engine.begin() as conn:
             if not schedule.advance(conn, claim, next_run):
@@ -92,6 +98,8 @@ def commit_run(
                     firing_before=firing,
                 )
             deliveries.keep(conn, resolved=[n for n in notes if n.resolved], events=transitions.events)
+            if status is not None:
+                status(conn, written)
     except _LostLease:
         log.info("alert %s period %s: lease lost to another process; its run counts", claim.alert, scheduled)
         return None

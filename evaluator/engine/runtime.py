@@ -22,7 +22,7 @@ from evaluator.engine.retention import Retention
 from evaluator.engine.scheduler import Scheduler, SchedulerConfig, utcnow
 from evaluator.engine.sqlstore import SqlLogStore
 from evaluator.events import EventStore, SqlEventStore
-from evaluator.ports import AlertRepository
+from evaluator.ports import AlertRepository, StatusInTransaction
 
 
 class Service(Protocol):
@@ -41,7 +41,10 @@ class EngineRuntime:
         *,
         settings: EngineSettings | None = None,
         registry: CollectorRegistry | None = None,
+        status_in_run: StatusInTransaction | None = None,
     ) -> None:
+        """``status_in_run``: the repository's status storage when it is ``engine``'s database, so each run
+        writes its status in its own transaction (see ``Scheduler``)."""
         self.settings = settings = settings or EngineSettings()
         self.metrics = EngineMetrics(registry if registry is not None else CollectorRegistry())
         self.engine = engine
@@ -86,6 +89,7 @@ class EngineRuntime:
                 bucket_cap=settings.bucket_cap,
             ),
             metrics=self.metrics,
+            status_in_run=status_in_run,
         )
         self.retention = Retention(
             engine=engine,

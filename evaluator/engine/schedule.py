@@ -123,7 +123,15 @@ class ScheduleTable:
         ).rowcount
         return bool(updated == 1)
 
-    def fail(self, claim: Claim, *, retry_at: datetime, message: str) -> None:
+    def fail(
+        self,
+        claim: Claim,
+        *,
+        retry_at: datetime,
+        message: str,
+        also: Callable[[sa.Connection], None] | None = None,
+    ) -> None:
+        """Release the lease with a retry time; ``also(conn)`` writes in the same transaction (the status)."""
         with self._engine.begin() as conn:
             conn.execute(
                 alert_schedule.update()
@@ -136,6 +144,8 @@ class ScheduleTable:
                     lease_expires=None,
                 )
             )
+            if also is not None:
+                also(conn)
 
     def release(self, claim: Claim) -> None:
         with self._engine.begin() as conn:

@@ -45,7 +45,7 @@ from evaluator.engine.outbox import Deliveries, Outbox, OutboxConfig
 from evaluator.engine.schedule import Claim, ScheduleTable, next_slot, run_after
 from evaluator.engine.status import StatusWriter
 from evaluator.events import EventStore, utc
-from evaluator.ports import AlertRepository, StoredAlert
+from evaluator.ports import AlertRepository, StatusInTransaction, StoredAlert
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,10 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         metrics: EngineMetrics | None = None,
         owner: str | None = None,
+        status_in_run: StatusInTransaction | None = None,
     ) -> None:
+        """``status_in_run``: status storage over ``engine``'s database that joins the run's transaction
+        (the SQL repository); without it status is written after the commit (GlobalAlerts in Kubernetes)."""
         self._engine = engine
         self._repository = repository
         self._log_store = log_store
@@ -109,7 +112,9 @@ class Scheduler:
             event_sink=event_sink,  # a copy of the events elsewhere (OpenSearch)
             on_notified=lambda outcome, count: self._metrics.notifications.labels(outcome).inc(count),
         )
-        self.status = StatusWriter(repository, clock=clock, max_catchup=config.max_catchup)
+        self.status = StatusWriter(
+            repository, clock=clock, max_catchup=config.max_catchup, in_transaction=status_in_run
+        )
         self._alerts: dict[str, StoredAlert] = {}
         self._last_sync = float("-inf")
         self._sync_cost = 0.0  # seconds the last read of the alert list took
@@ -148,7 +153,7 @@ class Scheduler:
 
     # -- one run ------------------------------------------------------------------------------------------------
     def run_claim(self, claim: Claim) -> None:
-        """Run ``claim``'s period over the logs, commit it, then notify, count and write the status."""
+        """Run ``claim``'s period over the logs and commit it with its status, then notify and count."""
         started = utc(self._clock())
         stored = self._alerts.get(claim.alert) or self._repository.get_alert(claim.alert)
         if stored is None:
@@ -165,6 +170,19 @@ class Scheduler:
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
             self._fail(claim, exc)
             return
+        next_run = run_after(claim.alert, scheduled, started, spec.period, spread=self.config.spread)
+
+        def write_status(conn: sa.Connection | None, written: int) -> None:
+            self.status.ran(
+                claim.alert,
+                scheduled=scheduled,
+                started=started,
+                period=spec.period,
+                skipped=skipped,
+                wrote=bool(written),
+                conn=conn,
+            )
+
         try:
             committed = commit_run(
                 self._engine,
@@ -175,18 +193,23 @@ class Scheduler:
                 result=result,
                 scheduled=scheduled,
                 started=started,
-                next_run=run_after(claim.alert, scheduled, started, spec.period, spread=self.config.spread),
+                next_run=next_run,
                 owner=self.owner,
                 finished=utc(self._clock()),
+                status=write_status if self.status.joins_transactions else None,
             )
+        except Exception as exc:  # the commit failed (database away, status not writable): nothing was stored
+            self._fail(claim, exc)
+            return
         finally:
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
-        if committed is not None:
-            self._after_commit(claim.alert, stored, committed, scheduled, started, skipped)
+        if committed is None:
+            return
+        self._after_commit(claim.alert, stored, committed)
+        if not self.status.joins_transactions:
+            write_status(None, committed.written)
 
-    def _after_commit(
-        self, name: str, stored: StoredAlert, committed: Committed, scheduled: datetime, started: datetime, skipped: int
-    ) -> None:
+    def _after_commit(self, name: str, stored: StoredAlert, committed: Committed) -> None:
         spec = stored.spec
         self._metrics.runs.labels(name, "ok").inc()
         if committed.written:
@@ -194,14 +217,6 @@ class Scheduler:
         self._metrics.gauges.set_firing(name, committed.firing_now)
         self._metrics.gauges.set_healthy(name, True)
         self.deliveries.send_firing(committed.firing)
-        self.status.ran(
-            name,
-            scheduled=scheduled,
-            started=started,
-            period=spec.period,
-            skipped=skipped,
-            wrote=bool(committed.written),
-        )
 
     def _catch_up_limit(self, next_run: datetime, period: timedelta, now: datetime) -> tuple[datetime, int]:
         missed = int((now - next_run) / period)  # whole periods after next_run that are due too
@@ -213,11 +228,20 @@ class Scheduler:
     def _fail(self, claim: Claim, exc: Exception) -> None:
         message = _error_message(exc)
         delay = min(self.config.backoff_max, self.config.backoff_initial * (2 ** min(claim.failures, 20)))
-        self.schedule.fail(claim, retry_at=utc(self._clock()) + delay, message=message)
+        error_type = _error_type(exc)
+
+        def write_status(conn: sa.Connection | None) -> None:
+            self.status.failed(claim.alert, error_type, message, conn=conn)
+
+        joined = self.status.joins_transactions
+        self.schedule.fail(
+            claim, retry_at=utc(self._clock()) + delay, message=message, also=write_status if joined else None
+        )
         log.warning("alert %s failed (retry in %s): %s", claim.alert, delay, message)
         self._metrics.runs.labels(claim.alert, "error").inc()
         self._metrics.gauges.set_healthy(claim.alert, False)
-        self.status.failed(claim.alert, _error_type(exc), message)
+        if not joined:
+            write_status(None)
 
     # -- the loop -----------------------------------------------------------------------------------------------
     def step(self) -> int:
