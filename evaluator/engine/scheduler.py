@@ -20,6 +20,7 @@ run), ``outbox.py`` (deliveries kept in a table until sent), and here the loop t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -160,7 +161,7 @@ class Scheduler:
             self.schedule.release(claim)
             return
         spec = stored.spec
-        scheduled, skipped = self._catch_up_limit(claim.next_run, spec.period, started)
+        scheduled, skipped = catch_up_limit(claim.next_run, spec.period, started, self.config.max_catchup)
         self._metrics.lateness.observe(max(0.0, (started - scheduled).total_seconds()))
         t0 = time.perf_counter()
         try:
@@ -172,17 +173,9 @@ class Scheduler:
             return
         next_run = run_after(claim.alert, scheduled, started, spec.period, spread=self.config.spread)
 
-        def write_status(conn: sa.Connection | None, written: int) -> None:
-            self.status.ran(
-                claim.alert,
-                scheduled=scheduled,
-                started=started,
-                period=spec.period,
-                skipped=skipped,
-                wrote=bool(written),
-                conn=conn,
-            )
-
+        write_status = functools.partial(
+            self.status.ran, claim.alert, scheduled=scheduled, started=started, period=spec.period, skipped=skipped
+        )
         try:
             committed = commit_run(
                 self._engine,
@@ -205,25 +198,10 @@ class Scheduler:
             self._metrics.run_duration.labels(claim.alert).observe(time.perf_counter() - t0)
         if committed is None:
             return
-        self._after_commit(claim.alert, stored, committed)
+        record_commit(self._metrics, claim.alert, str(spec.severity), committed)
+        self.deliveries.send_firing(committed.firing)
         if not self.status.joins_transactions:
             write_status(None, committed.written)
-
-    def _after_commit(self, name: str, stored: StoredAlert, committed: Committed) -> None:
-        spec = stored.spec
-        self._metrics.runs.labels(name, "ok").inc()
-        if committed.written:
-            self._metrics.events.labels(name, str(spec.severity)).inc(committed.written)
-        self._metrics.gauges.set_firing(name, committed.firing_now)
-        self._metrics.gauges.set_healthy(name, True)
-        self.deliveries.send_firing(committed.firing)
-
-    def _catch_up_limit(self, next_run: datetime, period: timedelta, now: datetime) -> tuple[datetime, int]:
-        missed = int((now - next_run) / period)  # whole periods after next_run that are due too
-        excess = missed - (self.config.max_catchup - 1)
-        if excess <= 0:
-            return next_run, 0
-        return next_run + excess * period, excess
 
     def _fail(self, claim: Claim, exc: Exception) -> None:
         message = _error_message(exc)
@@ -301,6 +279,23 @@ class Scheduler:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None  # a later start() makes a new one
+
+
+def catch_up_limit(next_run: datetime, period: timedelta, now: datetime, max_catchup: int) -> tuple[datetime, int]:
+    """The period to run after downtime and how many older ones are skipped (at most ``max_catchup`` run)."""
+    missed = int((now - next_run) / period)  # whole periods after next_run that are due too
+    excess = missed - (max_catchup - 1)
+    if excess <= 0:
+        return next_run, 0
+    return next_run + excess * period, excess
+
+
+def record_commit(metrics: EngineMetrics, name: str, severity: str, committed: Committed) -> None:
+    metrics.runs.labels(name, "ok").inc()
+    if committed.written:
+        metrics.events.labels(name, severity).inc(committed.written)
+    metrics.gauges.set_firing(name, committed.firing_now)
+    metrics.gauges.set_healthy(name, True)
 
 
 def _error_type(exc: Exception) -> str:

@@ -124,14 +124,15 @@ class StatusWriter:
     def ran(
         self,
         name: str,
+        conn: sa.Connection | None,
+        written: int,
         *,
         scheduled: datetime,
         started: datetime,
         period: timedelta,
         skipped: int,
-        wrote: bool,
-        conn: sa.Connection | None = None,
     ) -> None:
+        """A committed run's status, in its transaction (``conn``) or after it (None); ``written`` events."""
         self._put(
             name,
             conn,
@@ -142,7 +143,7 @@ class StatusWriter:
                 started=started,
                 period=period,
                 skipped=skipped,
-                wrote=wrote,
+                wrote=bool(written),
                 max_catchup=self._max_catchup,
             ),
         )
