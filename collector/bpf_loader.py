@@ -287,7 +287,6 @@ def find_or_install(
     programs (``tp_btf_supported``: by default, whether an empty tp_btf program loads); otherwise it installs
     tp_btf and falls back to raw_tp when the kernel refuses the program."""
     from collector import bpf_install
-    from collector.bpf_install import install
 
     supported = tp_btf_supported or bpf_install.tp_btf_supported
 
@@ -306,38 +305,59 @@ def find_or_install(
     else:
         fallback = ""
     for kind in kinds:
-        pin_dir = pin_dirs[kind]
-        if (pin_dir / "link").exists():
-            return Installed(pin_dir=pin_dir, reused=True, attach=kind, fallback=fallback)
-        check_headers()
-        if pin_dir.exists():
-            remove_pins(pin_dir)  # an install that died midway
-        others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
+        if (pin_dirs[kind] / "link").exists():
+            return Installed(pin_dir=pin_dirs[kind], reused=True, attach=kind, fallback=fallback)
         try:
-            install(
-                source=source,
-                cflags=cflags[kind],
-                pin_dir=pin_dir,
-                retire=list(others),
-                flow_logs=config.flow_logs,
-                attach=kind,
-                attach_btf_id=btf_id,
+            others = _install_kind(
+                source, cflags[kind], pin_dir=pin_dirs[kind], config=config, kind=kind, btf_id=btf_id
             )
         except bpf_sys.VerifierError as exc:
-            remove_pins(pin_dir)
             if config.attach == "auto" and kind == "tp_btf":
-                fallback = f"the kernel refused the tp_btf program ({' '.join(str(exc).split())[:500]})"
+                fallback = f"the kernel refused the tp_btf program ({one_line(exc, 500)})"
                 continue
             raise LoadError(
-                f"the kernel refused {source} as {kind}: {' '.join(str(exc).split())[:2000]}; "
-                "--bpf-attach auto falls back to raw_tp"
+                f"the kernel refused {source} as {kind}: {one_line(exc)}; --bpf-attach auto falls back to raw_tp"
             ) from exc
-        except Exception as exc:  # BCC raises bare Exception for compile and load errors
-            if not (pin_dir / "link").exists():
-                remove_pins(pin_dir)
-            raise LoadError(f"BPF program {source} failed to load: {' '.join(str(exc).split())[:2000]}") from exc
-        return Installed(pin_dir=pin_dir, reused=False, retired=others, attach=kind, fallback=fallback)
+        return Installed(pin_dir=pin_dirs[kind], reused=False, retired=others, attach=kind, fallback=fallback)
     raise LoadError(f"no BPF program could be attached to kfree_skb ({fallback})")
+
+
+def _install_kind(
+    source: Path, cflags: list[str], *, pin_dir: Path, config: ProgramConfig, kind: str, btf_id: int
+) -> tuple[Path, ...]:
+    """Compile, load, pin and attach the program as ``kind``, retiring the other pinned programs; returns those.
+
+    A verifier refusal leaves nothing behind and is raised as is (the caller may fall back to another kind)."""
+    from collector.bpf_install import install
+
+    check_headers()
+    if pin_dir.exists():
+        remove_pins(pin_dir)  # an install that died midway
+    bpf_dir = pin_dir.parent
+    others = tuple(d for d in sorted(bpf_dir.iterdir()) if d.is_dir() and d != pin_dir)
+    try:
+        install(
+            source=source,
+            cflags=cflags,
+            pin_dir=pin_dir,
+            retire=list(others),
+            flow_logs=config.flow_logs,
+            attach=kind,
+            attach_btf_id=btf_id,
+        )
+    except bpf_sys.VerifierError:
+        remove_pins(pin_dir)
+        raise
+    except Exception as exc:  # BCC raises bare Exception for compile and load errors
+        if not (pin_dir / "link").exists():
+            remove_pins(pin_dir)
+        raise LoadError(f"BPF program {source} failed to load: {one_line(exc)}") from exc
+    return others
+
+
+def one_line(exc: BaseException, limit: int = 2000) -> str:
+    """An exception's text on one line (the kernel's verifier log spans many), at most ``limit`` characters."""
+    return " ".join(str(exc).split())[:limit]
 
 
 def uninstall(bpf_dir: Path = DEFAULT_BPF_DIR) -> list[Path]:
