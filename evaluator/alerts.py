@@ -8,7 +8,6 @@ the log flush interval is accepted, with a ``SpecWarning``.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from evaluator.spec import (
     GlobalAlertTemplateSpec,
     Substitution,
 )
-from evaluator.spec_rules import DEFAULT_LOOKBACK, DEFAULT_PERIOD, MIN_PERIOD, PLACEHOLDER, PROBLEMS
+from evaluator.spec_rules import DEFAULT_LOOKBACK, DEFAULT_PERIOD, MIN_PERIOD, PLACEHOLDER, PROBLEMS, unknown_reason
 from evaluator.vocabulary import CONDITIONS, DATASETS, FIELD_METRICS, METRICS, AlertType, Condition, DataSet, Metric
 
 # Felix's flowLogsFlushInterval and dnsLogsFlushInterval default to 300 s; audit logs reach the store
@@ -296,7 +295,7 @@ def _field_errors(exc: ValidationError, raw: Any, path: str) -> list[FieldError]
         elif kind == "missing":
             out.append(FieldError(where, None, _REQUIRED.get(str(loc[-1]), "required")))
         elif kind == "extra_forbidden":
-            out.append(FieldError(where, error["input"], _unknown_key_reason(str(loc[-1]), SPEC_KEYS, "spec field")))
+            out.append(FieldError(where, error["input"], unknown_reason(str(loc[-1]), SPEC_KEYS, "spec field")))
         elif not loc:
             out.append(
                 FieldError(path, raw, "required: an object with description, severity, dataSet and optional fields")
@@ -345,13 +344,3 @@ def _quote_placeholders(text: str) -> tuple[str, list[int]]:
         last = end
     out.append(text[last:])
     return "".join(out), inserted
-
-
-def _unknown_key_reason(value: str, allowed: tuple[str, ...], what: str) -> str:
-    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
-    lowered = [a for a in allowed if a.lower() == value.lower()]
-    hint = lowered or close
-    text = f"unknown {what} {value!r}; valid: {', '.join(allowed)}"
-    if hint:
-        text += f" (did you mean {hint[0]!r}?)"
-    return text

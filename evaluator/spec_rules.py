@@ -50,7 +50,7 @@ def check_type(value: Any, info: ValidationInfo, template: bool) -> Any:
     if value not in ALERT_TYPES:
         refuse(
             value,
-            _unknown_reason(str(value), ALERT_TYPES, "alert type")
+            unknown_reason(str(value), ALERT_TYPES, "alert type")
             + "; only rule-based alerts (a query over logs) are supported",
         )
     return value
@@ -60,7 +60,7 @@ def check_dataset(value: Any, info: ValidationInfo, template: bool) -> Any:
     if value is None or value == "":
         refuse(value, "required: one of audit, dns, flows")
     if value not in DATASETS:
-        refuse(value, _unknown_reason(str(value), DATASETS, "data set"))
+        refuse(value, unknown_reason(str(value), DATASETS, "data set"))
     return value
 
 
@@ -126,7 +126,7 @@ def check_choice(value: Any, info: ValidationInfo, template: bool) -> Any:
         return None
     allowed = METRICS if info.field_name == "metric" else CONDITIONS
     if value not in allowed:
-        refuse(value, _unknown_reason(str(value), allowed, str(info.field_name)))
+        refuse(value, unknown_reason(str(value), allowed, str(info.field_name)))
     return value
 
 
@@ -314,7 +314,8 @@ def _query_reason(exc: ValueError) -> str:
     return reason
 
 
-def _unknown_reason(value: str, allowed: tuple[str, ...], what: str) -> str:
+def unknown_reason(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """'unknown <what> <value>; valid: ...', with the closest valid name as a suggestion."""
     close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     lowered = [a for a in allowed if a.lower() == value.lower()]
     hint = lowered or close

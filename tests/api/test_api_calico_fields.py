@@ -18,6 +18,7 @@ from api.app import create_app
 from api.db import make_engine, migrate
 from api.settings import Settings
 from evaluator.events import Event, EventQuery, SqlEventStore, rfc3339
+from tests.api.support import make_client
 from tests.evaluator.engine.engine_data import flow
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "calico" / "globalalert-sample.yaml"
@@ -34,13 +35,9 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    engine = make_engine(db_url)
-    app = create_app(
-        Settings(database_url=db_url), engine=engine, registry=CollectorRegistry(), service_factory=lambda s: []
-    )
-    with TestClient(app) as test_client:
+    """The app without background services (routes only)."""
+    with make_client(db_url) as test_client:
         yield test_client
-    engine.dispose()
 
 
 def alert(name: str = "pg", **spec: Any) -> dict[str, Any]:

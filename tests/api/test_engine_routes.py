@@ -21,6 +21,7 @@ from api.settings import Settings
 from devstack.services import free_port
 from evaluator.events import Event, SqlEventStore, events_table, rfc3339
 from evaluator.logstore import insert_records
+from tests.api.support import make_client
 from tests.evaluator.engine.engine_data import audit, flow
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -37,13 +38,8 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     """The app without background services (routes only)."""
-    engine = make_engine(db_url)
-    app = create_app(
-        Settings(database_url=db_url), engine=engine, registry=CollectorRegistry(), service_factory=lambda s: []
-    )
-    with TestClient(app) as test_client:
+    with make_client(db_url) as test_client:
         yield test_client
-    engine.dispose()
 
 
 def ndjson(records: list[Any]) -> str:
