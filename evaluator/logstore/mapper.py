@@ -48,8 +48,10 @@ Mapper = Callable[[Mapping[str, Any], int], tuple[tuple[Any, ...], list[ValueRow
 
 @cache
 def scalar_columns(dataset: str) -> tuple[str, ...]:
-    """The main table's columns a mapped row fills, in order (not ``id``, ``record``, ``ingest_key``)."""
-    return tuple(c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key"))
+    """The main table's columns a mapped row fills, in order (not ``id``, ``record`` and the ingest keys)."""
+    return tuple(
+        c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key", "ingest_hash")
+    )
 
 
 def _top_level(slot: _Field) -> Callable[[Any, int], Any]:
