@@ -191,12 +191,18 @@ def parse_es_bulk(body: bytes, *, default_index: str | None, patterns: IndexPatt
     """Documents of an Elasticsearch ``_bulk`` body; BulkMalformed when an action line is unreadable."""
     documents: list[Document] = []
     lines = iter(_lines(body))
+    last: tuple[bytes, tuple[str, dict[str, Any]]] | None = None  # shippers repeat one action line
     for number, line in lines:
-        try:
-            parsed = _loads(line)
-        except ValueError as exc:
-            raise BulkMalformed(number, f"malformed action/metadata line: {exc}") from None
-        found = _action(parsed)
+        if last is not None and line == last[0]:
+            found: tuple[str, dict[str, Any]] | None = last[1]  # (its meta is only read)
+        else:
+            try:
+                parsed = _loads(line)
+            except ValueError as exc:
+                raise BulkMalformed(number, f"malformed action/metadata line: {exc}") from None
+            found = _action(parsed)
+            if found is not None:
+                last = line, found
         if found is None:
             raise BulkMalformed(
                 number,

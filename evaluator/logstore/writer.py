@@ -177,6 +177,9 @@ def insert_flat(
         if value_rows:
             conn.execute(values.insert(), value_rows)
         return len(mapped)
+    if conn.dialect.name == "sqlite":
+        _insert_sqlite(conn, dataset, ids, mapped, None if keys is None else (key_list, hash_list))
+        return len(mapped)
     if keys is None:  # (also a table from before the ingest keys' revision)
         main_rows = [(record_id, *item.scalars, item.text) for record_id, item in zip(ids, mapped, strict=True)]
         _bulk_insert(conn, main.name, ("id", *columns, "record"), main_rows)
@@ -190,6 +193,57 @@ def insert_flat(
     if value_rows_raw:
         _bulk_insert(conn, values.name, ("record_id", "key", "value", "ip_key"), value_rows_raw)
     return len(mapped)
+
+
+def _insert_sqlite(
+    conn: Connection,
+    dataset: str,
+    ids: Sequence[int],
+    mapped: Sequence[FlatRows],
+    keyed: tuple[Sequence[str | None], Sequence[int | None]] | None,
+) -> None:
+    """The rows of both tables as one flat list of values each, bound in multi-row INSERTs: no tuple per
+    row (or per value) to build and free."""
+    columns = scalar_columns(dataset)
+    main: list[Any] = []
+    add, extend = main.append, main.extend
+    if keyed is None:
+        names: tuple[str, ...] = ("id", *columns, "record")
+        for record_id, item in zip(ids, mapped, strict=True):
+            add(record_id)
+            extend(item.scalars)
+            add(item.text)
+    else:
+        names = ("id", *columns, "record", "ingest_key", "ingest_hash")
+        for record_id, item, key, digest in zip(ids, mapped, *keyed, strict=True):
+            add(record_id)
+            extend(item.scalars)
+            add(item.text)
+            add(key)
+            add(digest)
+    _sqlite_rows(conn, table_for(dataset).name, names, main)
+    values: list[Any] = []
+    add, extend = values.append, values.extend
+    for record_id, item in zip(ids, mapped, strict=True):
+        for value in item.values:
+            add(record_id)
+            extend(value)
+    _sqlite_rows(conn, values_table_for(dataset).name, ("record_id", "key", "value", "ip_key"), values)
+
+
+def _sqlite_rows(conn: Connection, table: str, columns: Sequence[str], flat: list[Any]) -> None:
+    """``flat`` (the values of rows one after the other) into ``table``: full groups of rows per INSERT
+    (SQLite's per-statement work once per group), then the rest in one INSERT."""
+    width = len(columns)
+    rows = len(flat) // width
+    per = max(1, min(MULTI_ROW_MAX, _variable_limit(conn) // width))
+    whole = rows - rows % per
+    if whole:
+        step = per * width
+        groups = [tuple(flat[start : start + step]) for start in range(0, whole * width, step)]
+        conn.exec_driver_sql(insert_sql(conn, table, columns, per), groups)
+    if rows > whole:
+        conn.exec_driver_sql(insert_sql(conn, table, columns, rows - whole), tuple(flat[whole * width :]))
 
 
 def lock_for_write(conn: Connection) -> None:
@@ -227,16 +281,6 @@ def _bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Seq
         except dbapi.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
             raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
-    if conn.dialect.name == "sqlite":
-        # Several rows per INSERT: SQLite's per-statement work (step, reset, bind) once per group, not per row.
-        per = max(1, min(MULTI_ROW_MAX, _variable_limit(conn) // len(columns)))
-        whole = len(rows) - len(rows) % per
-        if per > 1 and whole:
-            groups = [tuple(chain.from_iterable(rows[start : start + per])) for start in range(0, whole, per)]
-            conn.exec_driver_sql(insert_sql(conn, table, columns, per), groups)
-            rows = rows[whole:]
-        if not rows:
-            return
     conn.exec_driver_sql(insert_sql(conn, table, columns), rows)
 
 
