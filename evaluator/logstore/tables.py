@@ -251,6 +251,10 @@ class _Field:
             hit = self.cache.get(key, _MISSING)
             if hit is not _MISSING:
                 return hit
+        return self.fresh(value, index, key)
+
+    def fresh(self, value: Any, index: int, key: Any) -> Any:
+        """``convert`` of a value whose cache ``key`` (as ``convert`` makes it, or None) is not cached."""
         try:
             result = _stored_form(self.spec, value)
         except ValueError as error:
