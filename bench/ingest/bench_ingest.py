@@ -100,7 +100,7 @@ def migrated(url: str) -> None:
 
 
 def stored(url: str) -> tuple[int, int]:
-    """(records, distinct ingest keys) in the flows table."""
+    """(records, distinct ingest identities: time and content hash) in the flows table."""
     import sqlalchemy as sa
 
     from api.db import make_engine
@@ -111,7 +111,8 @@ def stored(url: str) -> tuple[int, int]:
     try:
         with engine.connect() as conn:
             count = conn.execute(sa.select(sa.func.count()).select_from(main)).scalar_one()
-            keys = conn.execute(sa.select(sa.func.count(sa.distinct(main.c.ingest_key)))).scalar_one()
+            identities = sa.select(main.c.end_time, main.c.ingest_hash).distinct().subquery()
+            keys = conn.execute(sa.select(sa.func.count()).select_from(identities)).scalar_one()
     finally:
         engine.dispose()
     return int(count), int(keys)

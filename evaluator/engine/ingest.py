@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from evaluator.engine.ingest_gc import collector_paused
 from evaluator.engine.ingest_response import Report, es_bulk_response
 from evaluator.logstore import Keyed, Outcome, RecordInvalid, write_keyed
 from evaluator.logstore.mapper import FlatRows, mapper
@@ -190,12 +191,18 @@ def parse_es_bulk(body: bytes, *, default_index: str | None, patterns: IndexPatt
     """Documents of an Elasticsearch ``_bulk`` body; BulkMalformed when an action line is unreadable."""
     documents: list[Document] = []
     lines = iter(_lines(body))
+    last: tuple[bytes, tuple[str, dict[str, Any]]] | None = None  # shippers repeat one action line
     for number, line in lines:
-        try:
-            parsed = _loads(line)
-        except ValueError as exc:
-            raise BulkMalformed(number, f"malformed action/metadata line: {exc}") from None
-        found = _action(parsed)
+        if last is not None and line == last[0]:
+            found: tuple[str, dict[str, Any]] | None = last[1]  # (its meta is only read)
+        else:
+            try:
+                parsed = _loads(line)
+            except ValueError as exc:
+                raise BulkMalformed(number, f"malformed action/metadata line: {exc}") from None
+            found = _action(parsed)
+            if found is not None:
+                last = line, found
         if found is None:
             raise BulkMalformed(
                 number,
@@ -455,10 +462,11 @@ def store_busy(exc: BaseException) -> bool:
 
 def ingest_records(engine: sa.Engine, dataset: str, body: bytes, *, lock_timeout: float | None = None) -> Report:
     """A ``/datasets/{dataset}/_bulk`` request: parse, validate, store in one transaction, report per line."""
-    documents = parse_records(body, dataset)
-    validate(documents)
-    store_documents(engine, documents, lock_timeout=lock_timeout)
-    return Report.of(dataset, body, documents)
+    with collector_paused:
+        documents = parse_records(body, dataset)
+        validate(documents)
+        store_documents(engine, documents, lock_timeout=lock_timeout)
+        return Report.of(dataset, body, documents)
 
 
 def ingest_es_bulk(
@@ -471,7 +479,8 @@ def ingest_es_bulk(
 ) -> dict[str, Any]:
     """An Elasticsearch ``_bulk`` request, answered as Elasticsearch does; BulkMalformed stores nothing."""
     started = time.monotonic()
-    documents = parse_es_bulk(body, default_index=default_index, patterns=patterns)
-    validate(documents)
-    store_documents(engine, documents, lock_timeout=lock_timeout)
-    return es_bulk_response(documents, started)
+    with collector_paused:
+        documents = parse_es_bulk(body, default_index=default_index, patterns=patterns)
+        validate(documents)
+        store_documents(engine, documents, lock_timeout=lock_timeout)
+        return es_bulk_response(documents, started)

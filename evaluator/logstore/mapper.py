@@ -48,8 +48,10 @@ Mapper = Callable[[Mapping[str, Any], int], tuple[tuple[Any, ...], list[ValueRow
 
 @cache
 def scalar_columns(dataset: str) -> tuple[str, ...]:
-    """The main table's columns a mapped row fills, in order (not ``id``, ``record``, ``ingest_key``)."""
-    return tuple(c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key"))
+    """The main table's columns a mapped row fills, in order (not ``id``, ``record`` and the ingest keys)."""
+    return tuple(
+        c.name for c in table_for(dataset).columns if c.name not in ("id", "record", "ingest_key", "ingest_hash")
+    )
 
 
 def _top_level(slot: _Field) -> Callable[[Any, int], Any]:
@@ -173,12 +175,18 @@ def mapper(dataset: str) -> Mapper:
             if slot.plain_int:
                 lines.append(f"    if type(v) is int and {slot.minimum} <= v <= {slot.maximum}: {target} = v")
                 lines.append(f"    elif v is None: {target} = None")
-            else:
+                lines.append(f"    else: {target} = other{n}(v, index)")
+            else:  # cached stored forms, keyed as _Field.convert keys them; a miss converted at once
+                scope[f"fresh{n}"] = slot.fresh
                 lines.append(f"    if v is None: {target} = None")
                 lines.append("    elif type(v) is str:")
                 lines.append(f"        {target} = cache{n}.get(v, _MISSING)")
-                lines.append(f"        if {target} is _MISSING: {target} = other{n}(v, index)")
-            lines.append(f"    else: {target} = other{n}(v, index)")
+                lines.append(f"        if {target} is _MISSING: {target} = fresh{n}(v, index, v)")
+                lines.append("    elif type(v) is int or type(v) is float:")
+                lines.append("        k = (type(v), v)")
+                lines.append(f"        {target} = cache{n}.get(k, _MISSING)")
+                lines.append(f"        if {target} is _MISSING: {target} = fresh{n}(v, index, k)")
+                lines.append(f"    else: {target} = other{n}(v, index)")
         if slot.ipkey is not None:
             lines.append(f"    {target}, {target}k = (None, None) if {target} is None else {target}")
     for column in scalar_columns(dataset):

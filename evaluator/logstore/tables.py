@@ -39,7 +39,7 @@ from evaluator.query.records import IPAddress, raw_values, stored_value
 from evaluator.query.schema import DATASETS, FIELDS, LABEL_PREFIXES, TIME_FIELD, FieldSpec, FieldType, field, lookup
 
 IP_KEY_LENGTH = 33
-# Elasticsearch's limit on a document _id; the ingest key is "id:" + _id or "sha:" + a content hash.
+# Elasticsearch's limit on a document _id; the ingest key is "id:" + _id.
 MAX_DOCUMENT_ID_BYTES = 512
 INGEST_KEY_LENGTH = 4 + MAX_DOCUMENT_ID_BYTES
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -105,11 +105,14 @@ def _main_table(dataset: str) -> Table:
         if not spec.multi_valued:
             columns.extend(_scalar_column(spec))
     columns.append(Column("record", RecordJSON, nullable=False))
-    # Identity for ingest retries: "id:" + the document's _id, or "sha:" + a hash of its content.
+    # Identity for ingest retries (revision 0011): "id:" + the document's _id, else a 64-bit hash of its
+    # content, unique together with the record's time in the time index (no index of its own to write).
     columns.append(Column("ingest_key", String(INGEST_KEY_LENGTH), nullable=True))
+    columns.append(Column("ingest_hash", BigInteger, nullable=True))
     table = Table(f"logstore_{dataset}", metadata, *columns)
-    Index(None, table.c[column_name(TIME_FIELD[dataset])])
-    Index(None, table.c.ingest_key, unique=True)
+    Index(None, table.c[column_name(TIME_FIELD[dataset])], table.c.ingest_hash, unique=True)
+    with_id = table.c.ingest_key.is_not(None)
+    Index(None, table.c.ingest_key, unique=True, sqlite_where=with_id, postgresql_where=with_id)
     return table
 
 
@@ -248,6 +251,10 @@ class _Field:
             hit = self.cache.get(key, _MISSING)
             if hit is not _MISSING:
                 return hit
+        return self.fresh(value, index, key)
+
+    def fresh(self, value: Any, index: int, key: Any) -> Any:
+        """``convert`` of a value whose cache ``key`` (as ``convert`` makes it, or None) is not cached."""
         try:
             result = _stored_form(self.spec, value)
         except ValueError as error:

@@ -1,13 +1,18 @@
 """Writing validated records once: each carries an ingest key, and a key already stored is not stored again.
 
-The key is ``id:`` + the document's ``_id`` when the sender gave one, else ``hash:`` + a hash of the
-record's canonical JSON. A unique index on ``ingest_key`` makes the database the judge, so two
-senders racing with the same batch store it once (the loser's transaction fails and is retried by the
-caller, then finds the keys). The caller owns the transaction: everything here runs in ``conn``'s.
+The key is ``id:`` + the document's ``_id`` when the sender gave one (column ``ingest_key``, a unique
+index over the rows that have one), else ``hash:`` + a 128-bit hash of the record as received, of which
+the first 64 bits are stored (``ingest_hash``). The content hash is unique together with the record's
+time, in the time index that every record is written to anyway: no index of its own on the hot path,
+and a retried record, whose time is its own, is found in it however long ago it was stored. The
+database is the judge, so two senders racing with the same batch store it once (the loser's
+transaction fails and is retried by the caller, then finds the keys). The caller owns the transaction:
+everything here runs in ``conn``'s.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,12 +23,23 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from evaluator.logstore.mapper import FlatRows, mapper, scalar_columns
-from evaluator.logstore.tables import RecordInvalid, RecordText, record_text, table_for, values_table_for
+from evaluator.logstore.tables import (
+    RecordInvalid,
+    RecordText,
+    column_name,
+    record_text,
+    table_for,
+    values_table_for,
+)
+from evaluator.query.schema import TIME_FIELD
 
 KEY_CHUNK = 500  # keys per IN (...) lookup
-# Rows per multi-row INSERT on SQLite, within the bound-variable limit of any SQLite build (999 before 3.32).
-MULTI_ROW_MAX = 64
-SQLITE_MAX_VARIABLES = 999
+# Rows per multi-row INSERT on SQLite, within the connection's bound-variable limit (999 before 3.32,
+# 32766 or more since). Few statements matter beyond SQLite's per-statement work: the driver releases the
+# GIL around every statement's step and must take it back, which waits for the switch interval while
+# another thread (parsing the next request) holds it.
+MULTI_ROW_MAX = 1024
+SQLITE_MAX_VARIABLES = 999  # when the driver cannot tell (Python's sqlite3 tells since 3.11)
 
 
 class Outcome(StrEnum):
@@ -38,8 +54,17 @@ class Keyed:
     """One validated record to write: its rows, its ingest key, and whether a known key replaces."""
 
     rows: FlatRows
-    key: str
+    key: str  # "id:" + _id, or "hash:" + 32 hex digits
     replace: bool = False  # ``index`` with an _id (Elasticsearch overwrites); else a known key is kept
+
+
+Identity = str | tuple[float, int]  # an "id:" key, or (time, content hash)
+
+
+def content_hash(key: str) -> int:
+    """The stored 64-bit form (signed, as BIGINT holds it) of a ``hash:`` key's first 16 hex digits."""
+    value = int(key[5:21], 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def write_keyed(conn: Connection, dataset: str, items: Sequence[Keyed]) -> list[Outcome]:
@@ -49,21 +74,25 @@ def write_keyed(conn: Connection, dataset: str, items: Sequence[Keyed]) -> list[
     duplicate (or replaces, or conflicts, like against a stored one).
     """
     main = table_for(dataset)
-    stored = _stored_keys(conn, main, {item.key for item in items})
+    at = _time_position(dataset)
+    identities: list[Identity] = [
+        item.key if item.key.startswith("id:") else (item.rows.scalars[at], content_hash(item.key)) for item in items
+    ]
+    stored = _stored(conn, dataset, identities)
     outcomes: list[Outcome] = []
-    chosen: dict[str, int] = {}  # key -> index in items of the record that will be written
+    chosen: dict[Identity, int] = {}  # identity -> index in items of the record that will be written
     replaced: list[int] = []  # ids of stored records an ``index`` overwrites
-    for position, item in enumerate(items):
-        known = item.key in chosen or item.key in stored
+    for position, (item, identity) in enumerate(zip(items, identities, strict=True)):
+        known = identity in chosen or identity in stored
         if not known:
-            chosen[item.key] = position
+            chosen[identity] = position
             outcomes.append(Outcome.CREATED)
         elif item.replace:
-            if item.key in stored:
-                replaced.append(stored.pop(item.key))
-            chosen[item.key] = position
+            if identity in stored:
+                replaced.append(stored.pop(identity))
+            chosen[identity] = position
             outcomes.append(Outcome.UPDATED)
-        elif item.key.startswith("id:"):
+        elif type(identity) is str:
             outcomes.append(Outcome.CONFLICT)
         else:
             outcomes.append(Outcome.DUPLICATE)
@@ -73,8 +102,18 @@ def write_keyed(conn: Connection, dataset: str, items: Sequence[Keyed]) -> list[
             chunk = replaced[start : start + KEY_CHUNK]
             conn.execute(values.delete().where(values.c.record_id.in_(chunk)))
             conn.execute(main.delete().where(main.c.id.in_(chunk)))
-    written = [items[position] for position in sorted(chosen.values())]
-    insert_flat(conn, dataset, [item.rows for item in written], keys=[item.key for item in written])
+    positions = sorted(chosen.values())
+    keys: list[str | None] = []
+    hashes: list[int | None] = []
+    for position in positions:
+        identity = identities[position]
+        if isinstance(identity, str):
+            keys.append(identity)
+            hashes.append(None)
+        else:
+            keys.append(None)
+            hashes.append(identity[1])
+    insert_flat(conn, dataset, [items[position].rows for position in positions], keys=keys, hashes=hashes)
     return outcomes
 
 
@@ -97,9 +136,15 @@ def insert_records(conn: Connection, dataset: str, records: Iterable[Mapping[str
 
 
 def insert_flat(
-    conn: Connection, dataset: str, mapped: Sequence[FlatRows], *, keys: Sequence[str | None] | None = None
+    conn: Connection,
+    dataset: str,
+    mapped: Sequence[FlatRows],
+    *,
+    keys: Sequence[str | None] | None = None,
+    hashes: Sequence[int | None] | None = None,
 ) -> int:
-    """Insert mapped records (and their values rows); ``keys`` are their ingest keys.
+    """Insert mapped records (and their values rows); ``keys`` are their ``id:`` keys, ``hashes`` their
+    content hashes (both given, or neither).
 
     On SQLite and PostgreSQL the ids are allocated first (the table's maximum under SQLite's write lock,
     or the sequence) and both tables get one driver-level executemany: several times faster than an
@@ -110,11 +155,17 @@ def insert_flat(
     main, values = table_for(dataset), values_table_for(dataset)
     columns = scalar_columns(dataset)
     key_list: Sequence[str | None] = keys if keys is not None else [None] * len(mapped)
+    hash_list: Sequence[int | None] = hashes if hashes is not None else [None] * len(mapped)
     ids = _allocate_ids(conn, main, len(mapped))
     if ids is None:
         rows = [
-            {**dict(zip(columns, item.scalars, strict=True)), "record": RecordText(item.text), "ingest_key": key}
-            for item, key in zip(mapped, key_list, strict=True)
+            {
+                **dict(zip(columns, item.scalars, strict=True)),
+                "record": RecordText(item.text),
+                "ingest_key": key,
+                "ingest_hash": digest,
+            }
+            for item, key, digest in zip(mapped, key_list, hash_list, strict=True)
         ]
         result = conn.execute(main.insert().returning(main.c.id, sort_by_parameter_order=True), rows)
         ids = [row[0] for row in result]
@@ -126,18 +177,73 @@ def insert_flat(
         if value_rows:
             conn.execute(values.insert(), value_rows)
         return len(mapped)
+    if conn.dialect.name == "sqlite":
+        _insert_sqlite(conn, dataset, ids, mapped, None if keys is None else (key_list, hash_list))
+        return len(mapped)
     if keys is None:  # (also a table from before the ingest keys' revision)
         main_rows = [(record_id, *item.scalars, item.text) for record_id, item in zip(ids, mapped, strict=True)]
         _bulk_insert(conn, main.name, ("id", *columns, "record"), main_rows)
     else:
         main_rows = [
-            (record_id, *item.scalars, item.text, key) for record_id, item, key in zip(ids, mapped, keys, strict=True)
+            (record_id, *item.scalars, item.text, key, digest)
+            for record_id, item, key, digest in zip(ids, mapped, key_list, hash_list, strict=True)
         ]
-        _bulk_insert(conn, main.name, ("id", *columns, "record", "ingest_key"), main_rows)
+        _bulk_insert(conn, main.name, ("id", *columns, "record", "ingest_key", "ingest_hash"), main_rows)
     value_rows_raw = [(record_id, *value) for record_id, item in zip(ids, mapped, strict=True) for value in item.values]
     if value_rows_raw:
         _bulk_insert(conn, values.name, ("record_id", "key", "value", "ip_key"), value_rows_raw)
     return len(mapped)
+
+
+def _insert_sqlite(
+    conn: Connection,
+    dataset: str,
+    ids: Sequence[int],
+    mapped: Sequence[FlatRows],
+    keyed: tuple[Sequence[str | None], Sequence[int | None]] | None,
+) -> None:
+    """The rows of both tables as one flat list of values each, bound in multi-row INSERTs: no tuple per
+    row (or per value) to build and free."""
+    columns = scalar_columns(dataset)
+    main: list[Any] = []
+    add, extend = main.append, main.extend
+    if keyed is None:
+        names: tuple[str, ...] = ("id", *columns, "record")
+        for record_id, item in zip(ids, mapped, strict=True):
+            add(record_id)
+            extend(item.scalars)
+            add(item.text)
+    else:
+        names = ("id", *columns, "record", "ingest_key", "ingest_hash")
+        for record_id, item, key, digest in zip(ids, mapped, *keyed, strict=True):
+            add(record_id)
+            extend(item.scalars)
+            add(item.text)
+            add(key)
+            add(digest)
+    _sqlite_rows(conn, table_for(dataset).name, names, main)
+    values: list[Any] = []
+    add, extend = values.append, values.extend
+    for record_id, item in zip(ids, mapped, strict=True):
+        for value in item.values:
+            add(record_id)
+            extend(value)
+    _sqlite_rows(conn, values_table_for(dataset).name, ("record_id", "key", "value", "ip_key"), values)
+
+
+def _sqlite_rows(conn: Connection, table: str, columns: Sequence[str], flat: list[Any]) -> None:
+    """``flat`` (the values of rows one after the other) into ``table``: full groups of rows per INSERT
+    (SQLite's per-statement work once per group), then the rest in one INSERT."""
+    width = len(columns)
+    rows = len(flat) // width
+    per = max(1, min(MULTI_ROW_MAX, _variable_limit(conn) // width))
+    whole = rows - rows % per
+    if whole:
+        step = per * width
+        groups = [tuple(flat[start : start + step]) for start in range(0, whole * width, step)]
+        conn.exec_driver_sql(insert_sql(conn, table, columns, per), groups)
+    if rows > whole:
+        conn.exec_driver_sql(insert_sql(conn, table, columns, rows - whole), tuple(flat[whole * width :]))
 
 
 def lock_for_write(conn: Connection) -> None:
@@ -175,17 +281,15 @@ def _bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Seq
         except dbapi.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
             raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
-    if conn.dialect.name == "sqlite":
-        # Several rows per INSERT: SQLite's per-statement work (step, reset, bind) once per group, not per row.
-        per = max(1, min(MULTI_ROW_MAX, SQLITE_MAX_VARIABLES // len(columns)))
-        whole = len(rows) - len(rows) % per
-        if per > 1 and whole:
-            groups = [tuple(chain.from_iterable(rows[start : start + per])) for start in range(0, whole, per)]
-            conn.exec_driver_sql(insert_sql(conn, table, columns, per), groups)
-            rows = rows[whole:]
-        if not rows:
-            return
     conn.exec_driver_sql(insert_sql(conn, table, columns), rows)
+
+
+def _variable_limit(conn: Connection) -> int:
+    driver = conn.connection.driver_connection
+    try:
+        return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[union-attr]
+    except (AttributeError, sqlite3.Error):
+        return SQLITE_MAX_VARIABLES
 
 
 def insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 1) -> str:
@@ -197,11 +301,37 @@ def insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 
     return f"INSERT INTO {quote(table)} ({names}) VALUES {', '.join([row] * per)}"
 
 
-def _stored_keys(conn: Connection, main: sa.Table, keys: set[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), KEY_CHUNK):
-        chunk = ordered[start : start + KEY_CHUNK]
-        for record_id, key in conn.execute(sa.select(main.c.id, main.c.ingest_key).where(main.c.ingest_key.in_(chunk))):
+def _time_position(dataset: str) -> int:
+    return scalar_columns(dataset).index(column_name(TIME_FIELD[dataset]))
+
+
+# (time, hash) pairs per lookup: two bound variables each, within SQLite's 999.
+PAIR_CHUNK = 400
+
+
+def _stored(conn: Connection, dataset: str, identities: Sequence[Identity]) -> dict[Identity, int]:
+    """The stored records' ids of those ``identities`` that are stored: ``id:`` keys through their index,
+    (time, hash) pairs through the time index, each a probe of the index."""
+    main = table_for(dataset).name
+    time_column = column_name(TIME_FIELD[dataset])
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    found: dict[Identity, int] = {}
+    keys = sorted({identity for identity in identities if type(identity) is str})
+    for start in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[start : start + KEY_CHUNK]
+        statement = f"SELECT id, ingest_key FROM {main} WHERE ingest_key IN ({', '.join([marker] * len(chunk))})"
+        for record_id, key in conn.exec_driver_sql(statement, tuple(chunk)):
             found[key] = record_id
+    pairs = sorted({identity for identity in identities if not isinstance(identity, str)})
+    pair = f"(CAST({marker} AS DOUBLE PRECISION), CAST({marker} AS BIGINT))"
+    for start in range(0, len(pairs), PAIR_CHUNK):
+        chunk_pairs = pairs[start : start + PAIR_CHUNK]
+        statement = (
+            f"WITH k (t, h) AS (VALUES {', '.join([pair] * len(chunk_pairs))}) "
+            f"SELECT m.id, m.{time_column}, m.ingest_hash FROM k JOIN {main} m "
+            f"ON m.{time_column} = k.t AND m.ingest_hash = k.h"
+        )
+        parameters = tuple(chain.from_iterable(chunk_pairs))
+        for record_id, seconds, digest in conn.exec_driver_sql(statement, parameters):
+            found[(seconds, digest)] = record_id
     return found

@@ -291,9 +291,9 @@ def test_migration_on_postgres(pg_database: str) -> None:
     _migrated(pg_database)
 
 
-@pytest.mark.parametrize("records", [1, 31, 32, 33, 97])
+@pytest.mark.parametrize("records", [1, 31, 32, 33, 97, 2100])
 def test_insert_in_multi_row_groups_stores_every_row_once(engine: Engine, records: int) -> None:
-    # SQLite gets rows in groups per INSERT (main table: 999 // its columns; values: 64): full groups and the rest.
+    # SQLite gets rows in groups per INSERT (up to 1024, within the variable limit): full groups and the rest.
     batch = [
         {**FLOW, "dest_port": port, "dest_labels": {"labels": [f"app=a{port}", "tier=t"]}} for port in range(records)
     ]
