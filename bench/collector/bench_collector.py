@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -43,12 +44,14 @@ from harness import (
     start_evaluator,
 )
 
+from collector import bpf_sys
 from collector.bpf_loader import read_prog_stats
 
 # Seconds between setting a configuration up and its flood: the installer child's exit and the kernel's deferred
 # frees of the previous configuration's maps stay out of the measured flood. The same for every configuration.
 SETTLE = 1.0
 BASE = "empty raw tp"  # the floor every ratio is taken against: the collector's own attach kind, empty
+CONTROL = "empty raw tp #2"  # a second empty program, measured like the collector's against the first
 
 
 @dataclass
@@ -74,6 +77,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="floods per configuration (default 3)")
     parser.add_argument("--sources", type=int, default=1_000_000, help="spoofed sources in the last flood")
     parser.add_argument("--max-series", type=int, default=10000)
+    parser.add_argument(
+        "--ab-seconds", type=float, default=40, help="the flood whose attached program alternates (default 40)"
+    )
+    parser.add_argument("--ab-window", type=float, default=0.25, help="seconds per program in it (default 0.25)")
+    parser.add_argument("--alternating-only", action="store_true", help="only the flood alternating programs")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (BPF, namespaces)")
@@ -86,6 +94,9 @@ def main() -> None:
             evaluator, evaluator_url = start_evaluator(Path(tmp))
             flow_args = ("--flow-logs", "--flow-logs-url", evaluator_url, "--flow-logs-flush-interval", "1")
             bench.flood(seconds=1)  # warm-up: ARP-free path, caches
+            if args.alternating_only:
+                alternating(bench, BPF, flow_args, seconds=args.ab_seconds, window=args.ab_window)
+                return
             d = args.duration
             print(
                 f"64-byte UDP flood over veth into an nft drop, {d:g} s x {args.runs} runs each, {os.cpu_count()} CPUs"
@@ -147,6 +158,7 @@ def main() -> None:
 
             stats = bpf_stats(bench, BPF, flow_args)
             report(figures, stats, d=d, attach=attach, shipped=shipped)
+            alternating(bench, BPF, flow_args, seconds=args.ab_seconds, window=args.ab_window)
             spoofed(bench, args)
             drain_cost(bench)
         finally:
@@ -254,6 +266,146 @@ def report(figures: dict[str, Figures], stats: dict[str, float], *, d: float, at
         f"  counted/nft drop  {c.counted / c.dropped:>12.6f}  ({c.dropped:,} dropped by the rule)   target exactly 1;"
         f" program only (drained once after each flood) {p.counted / p.dropped:.6f}"
     )
+
+
+class Attachable:
+    """A loaded program attached and detached by its own link (raw_tracepoint_open, close)."""
+
+    def __init__(self, prog_fd: int, tracepoint: str | None) -> None:
+        self.prog_fd, self.tracepoint, self.link = prog_fd, tracepoint, -1
+
+    def attach(self) -> None:
+        self.link = bpf_sys.raw_tracepoint_open(self.prog_fd, self.tracepoint)
+
+    def detach(self) -> None:
+        if self.link >= 0:
+            os.close(self.link)  # the last reference: detached before close() returns
+            self.link = -1
+
+
+def switching_flood(
+    bench: Bench,
+    states: dict[str, Attachable],
+    cycle: list[str],
+    *,
+    seconds: float,
+    window: float,
+    entered: Callable[[str], None] = lambda label: None,
+) -> list[tuple[str, float]]:
+    """One flood of ``seconds``; every ``window`` the attached program changes along ``cycle``. Each window's rate
+    is the sender veth's frames over it (/proc/<flood>/net/dev), the switch itself left out."""
+    rates: list[tuple[str, float]] = []
+    proc = bench.start_flood(seconds + 2)
+    try:
+        time.sleep(1.0)  # in its namespace, flooding
+        current = states[cycle[0]]
+        current.attach()
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            label = cycle[i % len(cycle)]
+            if states[label] is not current:
+                states[label].attach()  # the next program first, then the last one off: never none attached
+                current.detach()
+                current = states[label]
+            entered(label)
+            c0, t0 = bench.tx_packets(proc.pid), time.monotonic()
+            time.sleep(window)
+            c1, t1 = bench.tx_packets(proc.pid), time.monotonic()
+            rates.append((label, (c1 - c0) / (t1 - t0)))
+            i += 1
+    finally:
+        for state in states.values():
+            state.detach()
+        proc.wait(timeout=30)
+    return rates
+
+
+def window_ratios(rates: list[tuple[str, float]], labels: list[str]) -> dict[str, list[float]]:
+    """Each window of ``labels`` over the mean of the BASE windows on either side of it."""
+    ratios: dict[str, list[float]] = {label: [] for label in labels}
+    for k in range(1, len(rates) - 1):
+        label, rate = rates[k]
+        if label in ratios and rates[k - 1][0] == rates[k + 1][0] == BASE:
+            ratios[label].append(rate / ((rates[k - 1][1] + rates[k + 1][1]) / 2))
+    return ratios
+
+
+def print_ratios(ratios: dict[str, list[float]], notes: dict[str, str]) -> None:
+    for label, values in ratios.items():
+        q = sorted(values)
+        spread = f"quartiles {q[len(q) // 4]:.3f} - {q[3 * len(q) // 4]:.3f}, mean {sum(q) / len(q):.3f}" if q else ""
+        value = median(values) if values else float("nan")
+        print(f"  {label:<18} {value:.3f} of {BASE}  ({len(q)} windows, {spread}){notes.get(label, '')}")
+
+
+def alternating(bench: Bench, bpf: type, flow_args: tuple[str, ...], *, seconds: float, window: float) -> None:
+    """Cycling empty raw tp, program only, empty raw tp, program + flows, empty raw tp, a second copy of the empty
+    program (the control: what the method reads for no difference) within one flood. A program's window is compared
+    with the two empty windows around it: the machine's speed, which drifts by 10% from one second to the next here,
+    cancels out. Kernel side only (no agent). Then the full collector: its own program and a running agent,
+    against the empty program with the agent stopped (SIGSTOP), every other second."""
+    empty = bpf(text=EMPTY_PROGRAMS[BASE])
+    control = bpf(text=EMPTY_PROGRAMS[BASE])
+    programs = [ProgramOnly(), ProgramOnly(*flow_args)]
+    fds: list[int] = []
+    try:
+        states = {}
+        for label, prog in ((BASE, empty), (CONTROL, control)):
+            prog.detach_raw_tracepoint(b"kfree_skb")
+            states[label] = Attachable(prog.funcs[b"raw_tracepoint__kfree_skb"].fd, "kfree_skb")
+        for label, installed in zip(("program only", "program + flows"), programs, strict=True):
+            (installed.pin_dir / "link").unlink()  # detached once the pin's reference goes
+            fds.append(bpf_sys.obj_get(installed.pin_dir / "prog"))
+            states[label] = Attachable(fds[-1], installed.tracepoint)
+        time.sleep(0.5)
+        cycle = [BASE, "program only", BASE, "program + flows", BASE, CONTROL]
+        rates = switching_flood(bench, states, cycle, seconds=seconds, window=window)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for installed in programs:
+            installed.stop()
+    ratios = window_ratios(rates, ["program only", "program + flows", CONTROL])
+    print(
+        f"one {seconds:g} s flood, the attached program switched every {window:g} s ({', '.join(cycle)}, ...;"
+        f" kernel side only, no agent), each window over the {BASE} windows around it, median:"
+    )
+    print(f"  {BASE:<18} {median([r for label, r in rates if label == BASE]):>10,.0f} pps (median window)")
+    print_ratios(ratios, {"program only": "   target >= 0.98", CONTROL: "   (control: no difference)"})
+    flows = median(ratios["program + flows"]) / median(ratios["program only"])
+    print(f"  program + flows / program only {flows:.3f}")
+
+    collector = Collector()
+    fd = -1
+    try:
+        pin_dir = next(collector.bpf_dir.glob("*/link")).parent
+        pin_dir.joinpath("link").unlink()
+        fd = bpf_sys.obj_get(pin_dir / "prog")
+        time.sleep(0.5)
+        states = {
+            BASE: states[BASE],
+            "collector": Attachable(fd, None if collector.attach == "tp_btf" else "kfree_skb"),
+        }
+
+        def entered(label: str) -> None:  # the agent runs only while its program is attached
+            collector.proc.send_signal(signal.SIGCONT if label == "collector" else signal.SIGSTOP)
+
+        cpu0 = collector.cpu_seconds()
+        rates = switching_flood(bench, states, [BASE, "collector"], seconds=seconds, window=1.0, entered=entered)
+        cpu = collector.cpu_seconds() - cpu0
+    finally:
+        collector.proc.send_signal(signal.SIGCONT)
+        if fd >= 0:
+            os.close(fd)
+        collector.stop()
+        empty.cleanup()
+        control.cleanup()
+    print(
+        f"one {seconds:g} s flood, every other second the collector (its program, its agent draining every 1 s)"
+        f" or {BASE} with the agent stopped (SIGSTOP); agent CPU {cpu:.3f} s in all:"
+    )
+    print_ratios(window_ratios(rates, ["collector"]), {"collector": "   target >= 0.98"})
 
 
 if __name__ == "__main__":

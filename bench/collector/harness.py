@@ -104,6 +104,20 @@ class Bench:
         self.smac = mac_of(net, self.sender, self.if_send)
         self.dmac = mac_of(net, self.receiver, self.if_recv)
 
+    def start_flood(self, seconds: float) -> subprocess.Popen[bytes]:
+        """A flood from one source in the background; ``tx_packets(proc.pid)`` follows it."""
+        argv = ["ip", "netns", "exec", self.sender, "taskset", "-c", str(FLOOD_CPU), str(self.flood_bin)]
+        argv += [self.if_send, self.smac, self.dmac, SRC, DST, str(DPORT), "1", str(seconds)]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def tx_packets(self, pid: int) -> int:
+        """Frames the sender's veth has sent, read in the namespace of process ``pid`` (the flood)."""
+        for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines():
+            name, _, counters = line.partition(":")
+            if name.strip() == self.if_send:
+                return int(counters.split()[9])
+        raise RuntimeError(f"{self.if_send} not in the namespace of {pid}")
+
     def flood(self, *, sources: int = 1, seconds: float | None = None) -> tuple[int, int]:
         """(frames sent, packets the nft rule dropped).
 
@@ -166,7 +180,9 @@ class ProgramOnly:
     def __init__(self, *args: str) -> None:
         self.bpf_dir = Path("/sys/fs/bpf") / f"pwbench-{secrets.token_hex(4)}"
         config = program_config(parse_config(list(args), {}))
-        self.pin_dir = ensure_installed(config=config, bpf_dir=self.bpf_dir).pin_dir
+        installed = ensure_installed(config=config, bpf_dir=self.bpf_dir)
+        self.pin_dir = installed.pin_dir
+        self.tracepoint = None if installed.attach == "tp_btf" else "kfree_skb"  # for raw_tracepoint_open
 
     def counted(self) -> int:
         source = PinnedDropSource(self.pin_dir)
