@@ -151,6 +151,23 @@ static __always_inline void count(struct drop_key *key, u64 packets, u64 bytes) 
     }
 }
 
+// struct drop_key as four words, in memory order: {policy, netns}, {family, pad}, addr[0..7], addr[8..15]; the
+// first word is struct flow_key's too, whose second is {family, proto, sport, dport, pad}. ADDR4_WORD: the word
+// whose first four bytes in memory are those of an IPv4 address read as a u32.
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KEY_WORD0(policy, netns) ((u64)(policy) | (u64)(netns) << 32)
+#define KEY_WORD1(family) ((u64)(family))
+#define FLOW_WORD1(family, proto, sport, dport) \
+    ((u64)(family) | (u64)(proto) << 8 | (u64)(sport) << 16 | (u64)(dport) << 32)
+#define ADDR4_WORD(addr) ((u64)(addr))
+#else
+#define KEY_WORD0(policy, netns) ((u64)(policy) << 32 | (u64)(netns))
+#define KEY_WORD1(family) ((u64)(family) << 56)
+#define FLOW_WORD1(family, proto, sport, dport) \
+    ((u64)(family) << 56 | (u64)(proto) << 48 | (u64)(sport) << 32 | (u64)(dport) << 16)
+#define ADDR4_WORD(addr) ((u64)(addr) << 32)
+#endif
+
 #ifdef FLOW_LOGS
 // Per denied flow: {policy, namespace, protocol, addresses, ports (ICMP type and code)}, double-buffered like the
 // counting map behind flows_slot, swapped with it by the same generation step. A flow that finds the map full is
@@ -201,70 +218,88 @@ static __always_inline void count_flow_in_maps(struct flow_key *key, u64 packets
     }
 }
 
-static __always_inline void count_flow(u32 policy, u32 netns, u16 proto, u64 network, u64 bytes, u32 *gen) {
-    struct flow_key key;
-    __builtin_memset(&key, 0, sizeof(key));
-    key.policy = policy;
-    key.netns = netns;
+// The words of a struct flow_key after {policy, netns}, in memory order: {family, proto, sport, dport, pad},
+// saddr[0..7], saddr[8..15], daddr[0..7], daddr[8..15], read from the packet into registers; returns the family.
+// The drop key is made from the same read (family, saddr), so one flow key always means one drop key.
+static __always_inline u8 flow_words(u64 *f, u16 proto, u64 network) {
+    u8 family = FAMILY_OTHER;
     u8 l4 = 0;
     u64 transport = 0;
+    f[1] = f[2] = f[3] = f[4] = f[5] = 0;
     if (proto == BE16(0x0800)) {
-        u8 ip[20];
+        u32 ip[5];
         if (COPY(ip, network, sizeof(ip)) == 0) {
-            key.family = FAMILY_INET;
-            l4 = ip[9];
-            __builtin_memcpy(key.saddr, ip + 12, 4);
-            __builtin_memcpy(key.daddr, ip + 16, 4);
+            const u8 *b = (const u8 *)ip;
+            family = FAMILY_INET;
+            l4 = b[9];
+            f[2] = ADDR4_WORD(ip[3]);
+            f[4] = ADDR4_WORD(ip[4]);
             // ports only in a first (or unfragmented) fragment
-            if (((ip[6] & 0x1f) | ip[7]) == 0)
-                transport = network + (ip[0] & 0x0f) * 4;
+            if (((b[6] & 0x1f) | b[7]) == 0)
+                transport = network + (b[0] & 0x0f) * 4;
         }
     } else if (proto == BE16(0x86DD)) {
-        u8 ip[40];
+        u64 ip[5];
         if (COPY(ip, network, sizeof(ip)) == 0) {
-            key.family = FAMILY_INET6;
-            l4 = ip[6];
-            __builtin_memcpy(key.saddr, ip + 8, 16);
-            __builtin_memcpy(key.daddr, ip + 24, 16);
+            family = FAMILY_INET6;
+            l4 = ((const u8 *)ip)[6];
+            f[2] = ip[1];
+            f[3] = ip[2];
+            f[4] = ip[3];
+            f[5] = ip[4];
             transport = network + 40;  // extension headers are not walked: such a flow has no ports
         }
     }
-    key.proto = l4;
+    u16 sport = 0, dport = 0;
     if (transport && (l4 == 6 || l4 == 17 || l4 == 132)) {
         u16 ports[2];
         if (COPY(ports, transport, sizeof(ports)) == 0) {
-            key.sport = BE16(ports[0]);
-            key.dport = BE16(ports[1]);
+            sport = BE16(ports[0]);
+            dport = BE16(ports[1]);
         }
     } else if (transport && (l4 == 1 || l4 == 58)) {
         u8 icmp[2];
         if (COPY(icmp, transport, sizeof(icmp)) == 0) {
-            key.sport = icmp[0];
-            key.dport = icmp[1];
+            sport = icmp[0];
+            dport = icmp[1];
         }
     }
+    f[1] = FLOW_WORD1(family, l4, sport, dport);
+    return family;
+}
 
-    struct flow_cache *cached = 0;
-    if (gen) {
-        u32 index = *gen & 1;
-        cached = flow_cache.lookup(&index);
-    }
+// Adds one denied packet to this CPU's last-flow cache (or, without one, to the maps). Returns 1 when the flow is
+// the one cached: the previous packet counted at this cache index on this CPU had it, hence also its drop key.
+static __always_inline int count_flow(struct flow_cache *cached, const u64 *f, u64 bytes) {
     if (!cached) {
+        struct flow_key key;
+        u64 *k = (u64 *)&key;
+        k[0] = f[0];
+        k[1] = f[1];
+        k[2] = f[2];
+        k[3] = f[3];
+        k[4] = f[4];
+        k[5] = f[5];
         count_flow_in_maps(&key, 1, bytes);
-        return;
+        return 0;
     }
     u64 *a = (u64 *)&cached->key;
-    u64 *b = (u64 *)&key;
-    if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]) {
+    if (a[0] == f[0] && a[1] == f[1] && a[2] == f[2] && a[3] == f[3] && a[4] == f[4] && a[5] == f[5]) {
         cached->packets += 1;
         cached->bytes += bytes;
-        return;
+        return 1;
     }
     if (cached->packets)
         count_flow_in_maps(&cached->key, cached->packets, cached->bytes);
-    __builtin_memcpy(&cached->key, &key, sizeof(key));
+    a[0] = f[0];
+    a[1] = f[1];
+    a[2] = f[2];
+    a[3] = f[3];
+    a[4] = f[4];
+    a[5] = f[5];
     cached->packets = 1;
     cached->bytes = bytes;
+    return 0;
 }
 #endif
 
@@ -359,24 +394,11 @@ static __always_inline u32 netns_cached(SKB, u32 gen) {
 #define NETNS_OF(gen) netns_cached(SKB_ARG, gen)
 #endif
 
-// struct drop_key as four words, in memory order: {policy, netns}, {family, pad}, addr[0..7], addr[8..15].
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define KEY_WORD0(policy, netns) ((u64)(policy) | (u64)(netns) << 32)
-#define KEY_WORD1(family) ((u64)(family))
-#else
-#define KEY_WORD0(policy, netns) ((u64)(policy) << 32 | (u64)(netns))
-#define KEY_WORD1(family) ((u64)(family) << 56)
-#endif
 
-// Adds one drop to this CPU's last-key cache of the current generation, or, when the key differs, moves the
-// cached run to the maps and starts a new one. The key arrives as words in registers: a run of one source
-// compares them with the cached key and never builds the key on the stack.
-static __always_inline void count_cached(u64 w0, u64 w1, u64 w2, u64 w3, u64 bytes, u32 *gen) {
-    struct drop_cache *cached = 0;
-    if (gen) {
-        u32 index = *gen & 1;
-        cached = cache.lookup(&index);
-    }
+// Adds one drop to this CPU's last-key cache of the current generation (``cached``, looked up by the caller), or,
+// when the key differs, moves the cached run to the maps and starts a new one. The key arrives as words in
+// registers: a run of one source compares them with the cached key and never builds the key on the stack.
+static __always_inline void count_cached(struct drop_cache *cached, u64 w0, u64 w1, u64 w2, u64 w3, u64 bytes) {
     if (cached) {
         u64 *a = (u64 *)&cached->key;
         if (a[0] == w0 && a[1] == w1 && a[2] == w2 && a[3] == w3) {
@@ -423,7 +445,14 @@ int count_drops(u64 *ctx) {
     u32 policy = SKB32(OFF_MARK) & MARK_MASK;
     u32 zero = 0;
     u32 *gen = generation.lookup(&zero);
-    u32 netns = NETNS_OF(gen ? *gen : 0);
+    u32 g = gen ? *gen : 0;  // read once: every cache below is of the same generation
+    u32 index = g & 1;
+    // the caches first: their lookups are calls to the compiler, which would spill the key words around them
+    struct drop_cache *cached = gen ? cache.lookup(&index) : 0;
+#ifdef FLOW_LOGS
+    struct flow_cache *flow_cached = gen ? flow_cache.lookup(&index) : 0;
+#endif
+    u32 netns = NETNS_OF(g);
 
     u64 head = SKB64(OFF_HEAD);
     u16 proto = SKB16(OFF_PROTOCOL);  // __be16, unlike the tracepoint's copy
@@ -447,6 +476,18 @@ int count_drops(u64 *ctx) {
         }
     }
 
+#ifdef FLOW_LOGS
+    u64 f[6];
+    f[0] = KEY_WORD0(policy, netns);
+    u8 family = flow_words(f, proto, network);
+    if (count_flow(flow_cached, f, bytes) && cached) {
+        // the previous packet here had this flow, so this drop key: it is the cached one
+        cached->packets += 1;
+        cached->bytes += bytes;
+        return 0;
+    }
+    count_cached(cached, f[0], KEY_WORD1(family), f[2], f[3], bytes);
+#else
     u8 family = FAMILY_OTHER;
     u64 addr[2] = {0, 0};  // the source address, in packet order
     if (proto == BE16(0x0800)) {
@@ -456,10 +497,7 @@ int count_drops(u64 *ctx) {
     }
     if (family == FAMILY_OTHER)
         addr[0] = addr[1] = 0;
-
-#ifdef FLOW_LOGS
-    count_flow(policy, netns, proto, network, bytes, gen);
+    count_cached(cached, KEY_WORD0(policy, netns), KEY_WORD1(family), addr[0], addr[1], bytes);
 #endif
-    count_cached(KEY_WORD0(policy, netns), KEY_WORD1(family), addr[0], addr[1], bytes, gen);
     return 0;
 }

@@ -2,237 +2,73 @@
 
 Run as root from the repository:  .venv/bin/python bench/collector/bench_collector.py [--duration 10 --runs 3]
 
-Prints, each from this run:
-  pps with no BPF program, with an empty kfree_skb program, with the collector (and the ratios to no-BPF);
-  the collector with --flow-logs shipping to a real policywatch-evaluator (its pps over the collector's without);
-  BPF ns per event (kernel.bpf_stats_enabled=1 for one extra run, restored after); collector CPU;
+Prints, each from this run, configurations interleaved run by run:
+  pps with no BPF program, an empty kfree_skb tracepoint and raw-tracepoint program, the collector's BPF program
+  attached with no agent draining it ("program only"), the full collector (program + agent), and the same two with
+  --flow-logs (the collector shipping to a real policywatch-evaluator);
+  where the cost is: each configuration over the same run's empty raw-tracepoint program (median of the per-run
+  ratios, by pps and by CPU per packet), the agent's share (collector over program only), and the agent's CPU
+  seconds during each flood (utime + stime from /proc/PID/stat), with the time other tasks and the hypervisor
+  took from the flood's CPU in each flood (the noise of a shared 2-core machine);
+  BPF ns per event (kernel.bpf_stats_enabled=1 for extra runs, restored after);
   counted/sent (the collector's total against the frames sent and against the dropping rule's nft counter);
   then a flood from --sources distinct spoofed sources: series capped at --max-series, collector RSS growth over
-  its idle size, the BPF map's peak entries, and whether the totals stay exact.
+  its idle size, the BPF map's peak entries, and whether the totals stay exact; and the drain time at 16k and 1M
+  slots.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from collector.bpf_loader import (  # noqa: E402  (the repo root is put on the path just above)
-    ProgramConfig,
-    ensure_installed,
-    read_prog_stats,
-    uninstall,
+from harness import (
+    EMPTY_PROGRAMS,
+    FLOOD_CPU,
+    Bench,
+    Collector,
+    Netns,
+    ProgramOnly,
+    build_flood,
+    drain_cost,
+    median,
+    spoofed,
+    start_evaluator,
 )
-from collector.pinned_source import PinnedDropSource  # noqa: E402
-from devstack.netns import Netns  # noqa: E402
-from devstack.services import free_port  # noqa: E402
-from devstack.traffic import SPOOF_SENDER  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
-EVALUATOR = Path(sys.executable).with_name("policywatch-evaluator")
-POLICY = "bench/flood-deny"
-# A random mark: another namespace binding the same mark to another name would win the name (a conflict).
-MARK = 0x1000 + secrets.randbelow(0x2FFF)
-SRC, DST, DPORT = "10.251.0.1", "10.251.0.2", 9
-SPOOF_BASE = "10.128.0.0"  # 1,000,000 sources fit in 10.128.0.0 - 10.143.66.63
-# The issue's baseline "empty program" is a classic tracepoint program; the collector attaches raw, so an empty
-# raw-tracepoint program is measured too (the fairest floor for the collector's own attach type).
-EMPTY_PROGRAMS = {
-    "empty tracepoint": """
-enum skb_drop_reason { SKB_DROP_REASON_FROM_FORMAT_FILE__ = 0 };
-TRACEPOINT_PROBE(skb, kfree_skb) { return 0; }
-""",
-    "empty raw tp": "RAW_TRACEPOINT_PROBE(kfree_skb) { return 0; }\n",
-}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-FLOOD_CPU = (os.cpu_count() or 1) - 1
+from collector import bpf_sys
+from collector.bpf_loader import read_prog_stats
+
+# Seconds between setting a configuration up and its flood: the installer child's exit and the kernel's deferred
+# frees of the previous configuration's maps stay out of the measured flood. The same for every configuration.
+SETTLE = 1.0
+BASE = "empty raw tp"  # the floor every ratio is taken against: the collector's own attach kind, empty
+CONTROL = "empty raw tp #2"  # a second empty program, measured like the collector's against the first
 
 
-def build_flood(workdir: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        sys.exit("bench: gcc is needed to build the flood sender (apt-get install gcc)")
-    binary = workdir / "flood"
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(binary), str(HERE / "flood.c")], check=True)
-    return binary
+@dataclass
+class Figures:
+    pps: list[float] = field(default_factory=list)
+    cpu_ns: list[float] = field(default_factory=list)  # CPU per dropped packet on the flood's CPU
+    best: int = 0  # best one-second rate
+    agent_cpu: list[float] = field(default_factory=list)  # the collector process's CPU seconds during the flood
+    others: list[float] = field(default_factory=list)  # CPU seconds other tasks took on the flood's CPU
+    steal: list[float] = field(default_factory=list)
+    counted: int = 0
+    dropped: int = 0
+    sent: int = 0
 
 
-def mac_of(net: Netns, ns: str, ifname: str) -> str:
-    info = json.loads(net.run(ns, "ip", "-j", "link", "show", "dev", ifname))
-    return str(info[0]["address"])
-
-
-def nft_packets(net: Netns, ns: str) -> int:
-    out = net.run(ns, "nft", "-j", "list", "chain", "ip", "pwbench", "pre")
-    for item in json.loads(out)["nftables"]:
-        rule = item.get("rule")
-        if rule and rule.get("comment") == POLICY:
-            for expr in rule["expr"]:
-                if "counter" in expr:
-                    return int(expr["counter"]["packets"])
-    raise RuntimeError("bench rule not found")
-
-
-class Bench:
-    def __init__(self, net: Netns, flood: Path, duration: float) -> None:
-        self.net = net
-        self.flood_bin = flood
-        self.duration = duration
-        self.sender = net.add("bsend")
-        self.receiver = net.add("brecv")
-        self.if_send, self.if_recv = net.veth(self.sender, self.receiver, addrs_a=[f"{SRC}/24"], addrs_b=[f"{DST}/24"])
-        # prerouting: spoofed sources are dropped before reverse-path filtering could discard them
-        net.nft(
-            self.receiver,
-            f"""table ip pwbench {{
-              chain pre {{ type filter hook prerouting priority 0;
-                udp dport {DPORT} meta mark set {MARK:#x} counter drop comment "{POLICY}"
-              }}
-            }}""",
-        )
-        self.slices: list[int] = []
-        self.cpu_ns = 0.0
-        self.smac = mac_of(net, self.sender, self.if_send)
-        self.dmac = mac_of(net, self.receiver, self.if_recv)
-
-    def flood(self, *, sources: int = 1, seconds: float | None = None) -> tuple[int, int]:
-        """(frames sent, packets the nft rule dropped).
-
-        Also sets ``self.slices`` (frames sent in each second) and ``self.cpu_ns`` (CPU the whole packet path
-        took: the sender, pinned to FLOOD_CPU, runs the receive side too, in its own softirqs or in that
-        CPU's ksoftirqd). CPU per packet is robust against other load on the machine; the pps rate is not.
-        """
-        before = nft_packets(self.net, self.receiver)
-        duration = seconds or self.duration
-        argv = ["ip", "netns", "exec", self.sender, "taskset", "-c", str(FLOOD_CPU), str(self.flood_bin)]
-        argv += [self.if_send, self.smac, self.dmac, SRC if sources == 1 else SPOOF_BASE, DST, str(DPORT)]
-        argv += [str(sources), str(duration)]
-        soft0 = ksoftirqd_cpu_ns(FLOOD_CPU)
-        with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True)
-            _pid, status, usage = os.wait4(proc.pid, 0)  # ip and taskset exec: the rusage is the sender's
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            text = out.read()
-        if proc.returncode != 0:
-            raise RuntimeError(f"flood failed ({proc.returncode}): {text}")
-        self.cpu_ns = (usage.ru_utime + usage.ru_stime) * 1e9 + ksoftirqd_cpu_ns(FLOOD_CPU) - soft0
-        lines = text.splitlines()
-        self.slices = [int(x) for x in lines[0].split()[1:]]
-        sent = int(lines[-1].split()[-1])
-        return sent, nft_packets(self.net, self.receiver) - before
-
-
-def ksoftirqd_cpu_ns(cpu: int) -> float:
-    """CPU time (ns) of ksoftirqd/<cpu> so far."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if f"(ksoftirqd/{cpu})" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / CLK_TCK * 1e9
-    return 0.0
-
-
-class Collector:
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pw-collector-", suffix=".log")
-        # its own pin directory and state file, removed at stop(): every run installs a fresh program
-        self.bpf_dir = Path("/sys/fs/bpf") / f"pwbench-{secrets.token_hex(4)}"
-        self.state_file = Path(tempfile.gettempdir()) / f"{self.bpf_dir.name}.json"
-        argv = [str(COLLECTOR), "--host", "127.0.0.1", "--port", str(self.port), "--ttl", "600", *args]
-        argv += ["--bpf-dir", str(self.bpf_dir), "--state-file", str(self.state_file)]
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while "attached BPF program id" not in Path(self.log.name).read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("collector did not start:\n" + Path(self.log.name).read_text())
-            time.sleep(0.1)
-
-    @property
-    def attach(self) -> str:
-        """How the collector attached its program (tp_btf or raw_tp), from its start-up line."""
-        text = Path(self.log.name).read_text()
-        return text.split("to skb:kfree_skb as ", 1)[1].split()[0] if "to skb:kfree_skb as " in text else "?"
-
-    def scrape(self, path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=30).text
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def counted(self) -> tuple[int, int]:
-        """(packets of the bench policy, number of its series)."""
-        samples = self.scrape("/metrics")
-        mine = [
-            v
-            for (name, labels), v in samples.items()
-            if name == "calico_denied_packets" and ("policy", POLICY) in labels
-        ]
-        return int(sum(mine)), len(mine)
-
-    def health(self, name: str) -> float:
-        return next((v for (n, _), v in self.scrape("/collector/metrics").items() if n == name), 0.0)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        self.log.close()
-        uninstall(self.bpf_dir)
-        self.state_file.unlink(missing_ok=True)
-
-
-def start_evaluator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real evaluator (no scheduler) for the flow records of the --flow-logs runs."""
-    port = free_port()
-    argv = [str(EVALUATOR), "--port", str(port), "--no-scheduler", "--log-level", "warning"]
-    argv += ["--database-url", f"sqlite:///{workdir / 'bench.db'}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the evaluator did not start")
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
+def runs_text(values: list[float], fmt: str = ",.0f") -> str:
+    return ", ".join(format(x, fmt) for x in values)
 
 
 def main() -> None:
@@ -241,6 +77,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="floods per configuration (default 3)")
     parser.add_argument("--sources", type=int, default=1_000_000, help="spoofed sources in the last flood")
     parser.add_argument("--max-series", type=int, default=10000)
+    parser.add_argument(
+        "--ab-seconds", type=float, default=40, help="the flood whose attached program alternates (default 40)"
+    )
+    parser.add_argument("--ab-window", type=float, default=0.25, help="seconds per program in it (default 0.25)")
+    parser.add_argument("--alternating-only", action="store_true", help="only the flood alternating programs")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (BPF, namespaces)")
@@ -251,155 +92,73 @@ def main() -> None:
         try:
             bench = Bench(net, build_flood(Path(tmp)), args.duration)
             evaluator, evaluator_url = start_evaluator(Path(tmp))
+            flow_args = ("--flow-logs", "--flow-logs-url", evaluator_url, "--flow-logs-flush-interval", "1")
             bench.flood(seconds=1)  # warm-up: ARP-free path, caches
+            if args.alternating_only:
+                alternating(bench, BPF, flow_args, seconds=args.ab_seconds, window=args.ab_window)
+                return
             d = args.duration
             print(
                 f"64-byte UDP flood over veth into an nft drop, {d:g} s x {args.runs} runs each, {os.cpu_count()} CPUs"
+                f" (sender and its receive path pinned to CPU {FLOOD_CPU})"
             )
 
-            # Configurations interleaved run by run, so drift in machine load spreads over all of them.
-            none: list[float] = []
-            empties: dict[str, list[float]] = {label: [] for label in EMPTY_PROGRAMS}
-            # best one-second rate of each configuration: the machine's capacity when least disturbed
-            best: dict[str, int] = {}
+            @contextlib.contextmanager
+            def empty(text: str) -> Iterator[None]:
+                prog = BPF(text=text)
+                try:
+                    yield None
+                finally:
+                    prog.cleanup()
 
-            cost: dict[str, list[float]] = {}  # CPU ns per dropped packet, per run
+            @contextlib.contextmanager
+            def started(make: Callable[[], ProgramOnly | Collector]) -> Iterator[ProgramOnly | Collector]:
+                handle = make()
+                try:
+                    yield handle
+                finally:
+                    handle.stop()
 
-            def keep_best(label: str) -> None:
-                best[label] = max([best.get(label, 0), *bench.slices])
-                cost.setdefault(label, []).append(bench.cpu_ns / max(1, nft_delta[0]))
-
-            nft_delta = [0]
-
-            with_collector: list[float] = []
-            with_flows: list[float] = []
+            configs: dict[str, Callable[[], contextlib.AbstractContextManager[ProgramOnly | Collector | None]]] = {
+                "no BPF": contextlib.nullcontext,
+                **{label: (lambda text=text: empty(text)) for label, text in EMPTY_PROGRAMS.items()},
+                "program only": lambda: started(ProgramOnly),
+                "collector": lambda: started(Collector),
+                "program + flows": lambda: started(lambda: ProgramOnly(*flow_args)),
+                "collector + flows": lambda: started(lambda: Collector(*flow_args)),
+            }
+            figures = {label: Figures() for label in configs}
             shipped = 0.0
-            cpu: list[float] = []
-            sent_total = dropped_total = counted_total = 0
+            attach = "?"
+            # Configurations interleaved run by run, so drift in machine load spreads over all of them.
             for _ in range(args.runs):
-                nft_delta[0] = bench.flood()[1]
-                none.append(nft_delta[0] / d)
-                keep_best("no BPF")
-                for label, program in EMPTY_PROGRAMS.items():
-                    empty_prog = BPF(text=program)
-                    try:
-                        nft_delta[0] = bench.flood()[1]
-                        empties[label].append(nft_delta[0] / d)
-                        keep_best(label)
-                    finally:
-                        empty_prog.cleanup()
-                collector = Collector()
-                attach = collector.attach
-                try:
-                    cpu0 = collector.cpu_seconds()
-                    sent, dropped = bench.flood()
-                    nft_delta[0] = dropped
-                    keep_best("collector")
-                    cpu.append(collector.cpu_seconds() - cpu0)
-                    time.sleep(2.5)  # the last drains
-                    counted, _ = collector.counted()
-                finally:
-                    collector.stop()
-                with_collector.append(dropped / d)
-                flows = Collector("--flow-logs", "--flow-logs-url", evaluator_url, "--flow-logs-flush-interval", "1")
-                try:
-                    nft_delta[0] = bench.flood()[1]
-                    keep_best("collector+flows")
-                    with_flows.append(nft_delta[0] / d)
-                    time.sleep(2.5)
-                    shipped += flows.health("policywatch_collector_flow_records_shipped_total")
-                finally:
-                    flows.stop()
-                sent_total += sent
-                dropped_total += dropped
-                counted_total += counted
+                for label, make in configs.items():
+                    f = figures[label]
+                    with make() as handle:
+                        time.sleep(SETTLE)
+                        cpu0 = handle.cpu_seconds() if isinstance(handle, Collector) else 0.0
+                        sent, dropped = bench.flood()
+                        if isinstance(handle, Collector):
+                            f.agent_cpu.append(handle.cpu_seconds() - cpu0)
+                            attach = handle.attach
+                            time.sleep(2.5)  # the last drains
+                            if label == "collector":
+                                f.counted += handle.counted()[0]
+                            else:
+                                shipped += handle.health("policywatch_collector_flow_records_shipped_total")
+                        elif isinstance(handle, ProgramOnly):
+                            f.counted += handle.counted()
+                    f.pps.append(dropped / d)
+                    f.cpu_ns.append(bench.cpu_ns / max(1, dropped))
+                    f.best = max([f.best, *bench.slices])
+                    f.others.append(bench.cpu_others_s)
+                    f.steal.append(bench.steal_s)
+                    f.sent += sent
+                    f.dropped += dropped
 
-            # ns per event: the collector's program and an empty raw-tracepoint program, each over one flood
-            # with kernel.bpf_stats_enabled=1 (which itself adds to every run it measures).
-            stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
-            previous = stats_path.read_text().strip()
-            stats_path.write_text("1\n")
-            try:
-                empty_prog = BPF(text=EMPTY_PROGRAMS["empty raw tp"])
-                try:
-                    fd = empty_prog.funcs[b"raw_tracepoint__kfree_skb"].fd
-                    e0 = read_prog_stats(fd) or (0, 0)
-                    bench.flood()
-                    e1 = read_prog_stats(fd) or (0, 0)
-                finally:
-                    empty_prog.cleanup()
-                collector = Collector()
-                try:
-                    t0 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
-                    n0 = collector.health("policywatch_collector_bpf_run_count_total")
-                    bench.flood()
-                    t1 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
-                    n1 = collector.health("policywatch_collector_bpf_run_count_total")
-                    misses = collector.health("policywatch_collector_bpf_recursion_misses_total")
-                finally:
-                    collector.stop()
-            finally:
-                stats_path.write_text(previous + "\n")
-
-            base = median(none)
-            print(f"  no BPF            {median(none):>12,.0f} pps  (runs: {', '.join(f'{x:,.0f}' for x in none)})")
-            for label, empty in empties.items():
-                print(
-                    f"  {label:<17} {median(empty):>12,.0f} pps  ratio {median(empty) / base:.3f}"
-                    f"  (runs: {', '.join(f'{x:,.0f}' for x in empty)})"
-                )
-            print(
-                f"  collector         {median(with_collector):>12,.0f} pps  ratio {median(with_collector) / base:.3f}"
-                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_collector)}; attached as {attach})"
-            )
-            print(
-                f"  collector + flow logs {median(with_flows):>8,.0f} pps  ratio to the collector without them"
-                f" {median(with_flows) / median(with_collector):.3f}   target >= 0.97"
-                f"  (runs: {', '.join(f'{x:,.0f}' for x in with_flows)}; {shipped:,.0f} records shipped)"
-            )
-            empty_raw = median(empties["empty raw tp"])
-            print(
-                f"  collector / empty raw tp {median(with_collector) / empty_raw:>5.3f}"
-                "   (the same attach type, same run)   target >= 0.98"
-            )
-            print("  best one-second rate of each (less sensitive to other load on the machine):")
-            for label, rate in best.items():
-                print(f"    {label:<17} {rate:>12,} pps  ratio {rate / best['no BPF']:.3f}")
-            print(
-                f"  CPU per dropped packet (sender pinned to CPU {FLOOD_CPU}, its softirqs and ksoftirqd;"
-                " robust against other load), median of runs:"
-            )
-            base_cost = median(cost["no BPF"])
-            for label, values in cost.items():
-                print(
-                    f"    {label:<17} {median(values):>9.1f} ns  -> pps ratio {base_cost / median(values):.3f}"
-                    f"  (runs: {', '.join(f'{x:.1f}' for x in values)})"
-                    + ("   target >= 0.98 of empty raw tp" if label == "collector" else "")
-                )
-            by_cpu = median(cost["empty raw tp"]) / median(cost["collector"])
-            print(f"    collector / empty raw tp by CPU per packet {by_cpu:.3f}   target >= 0.98")
-            runs = n1 - n0
-            ns_per_event = (t1 - t0) * 1e9 / runs if runs else float("nan")
-            empty_ns = (e1[0] - e0[0]) / (e1[1] - e0[1]) if e1[1] > e0[1] else float("nan")
-            print(f"  BPF per event     {ns_per_event:>12.1f} ns   ({runs:,.0f} runs under bpf_stats)")
-            print(
-                f"  empty raw tp      {empty_ns:>12.1f} ns   (same measure: the cost bpf_stats itself adds);"
-                f" collector net of it {ns_per_event - empty_ns:.1f} ns   target <= 20"
-            )
-            print(f"  recursion misses  {misses:>12,.0f}      (drops the kernel skipped: nested program runs)")
-            print(
-                f"  collector CPU     {median(cpu):>12.3f} s per {d:g} s flood"
-                f" ({100 * median(cpu) / d:.1f}% of one core)"
-            )
-            print(
-                f"  counted/sent      {counted_total / sent_total:>12.6f}"
-                f"  ({counted_total:,} counted, {sent_total:,} sent)"
-            )
-            print(
-                f"  counted/nft drop  {counted_total / dropped_total:>12.6f}  ({dropped_total:,} dropped by the rule)"
-                "   target exactly 1"
-            )
-
+            stats = bpf_stats(bench, BPF, flow_args)
+            report(figures, stats, d=d, attach=attach, shipped=shipped)
+            alternating(bench, BPF, flow_args, seconds=args.ab_seconds, window=args.ab_window)
             spoofed(bench, args)
             drain_cost(bench)
         finally:
@@ -409,83 +168,244 @@ def main() -> None:
             net.close()
 
 
-def drain_cost(bench: Bench) -> None:
-    """One drain (swap, read, delete) of the agent's pinned source, idle and with 10 entries, at 16k and 1M slots."""
-    results: dict[int, tuple[float, float]] = {}
-    for size in (16384, 1 << 20):
-        bpf_dir = Path("/sys/fs/bpf") / f"pwbench-{secrets.token_hex(4)}"
-        try:
-            source = PinnedDropSource(ensure_installed(config=ProgramConfig(0x3FFF, size), bpf_dir=bpf_dir).pin_dir)
-            try:
-
-                def one_drain(source: PinnedDropSource = source) -> float:
-                    t0 = time.perf_counter()
-                    source.drain()
-                    source.commit()
-                    return time.perf_counter() - t0
-
-                for _ in range(3):
-                    one_drain()  # empty what installing and other traffic left
-                idle = median([one_drain() for _ in range(50)])
-                busy = []
-                for i in range(20):
-                    spoof = ["ip", "netns", "exec", bench.sender, sys.executable, "-c", SPOOF_SENDER, DST, str(DPORT)]
-                    subprocess.run([*spoof, f"10.{200 + i}.0.1", "10", "1"], check=True)  # 10 sources: 10 entries
-                    busy.append(one_drain())
-                results[size] = (idle, median(busy))
-            finally:
-                source.close()
-        finally:
-            uninstall(bpf_dir)
-    print("drain of the agent's pinned maps (swap, read, delete), median:")
-    for size, (idle, busy) in results.items():
-        print(f"  --map-size {size:>9,}: idle {1e3 * idle:7.3f} ms, 10 entries {1e3 * busy:7.3f} ms")
-    (idle_s, busy_s), (idle_l, busy_l) = results[16384], results[1 << 20]
-    print(f"  1M / 16k: idle {idle_l / idle_s:.2f}x, 10 entries {busy_l / busy_s:.2f}x   target <= 2x")
-
-
-def spoofed(bench: Bench, args: argparse.Namespace) -> None:
-    collector = Collector("--max-series", str(args.max_series))
+def bpf_stats(bench: Bench, bpf: type, flow_args: tuple[str, ...]) -> dict[str, float]:
+    """ns per event of an empty raw-tracepoint program, the collector's program and the one with flow logs, each
+    over one flood with kernel.bpf_stats_enabled=1 (which itself adds to every run it measures)."""
+    stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    previous = stats_path.read_text().strip()
+    stats_path.write_text("1\n")
+    out: dict[str, float] = {}
     try:
-        time.sleep(3)
-        idle = collector.rss_mb()
-        peak = idle
-        peak_entries = 0.0
-        done = threading.Event()
-
-        def watch() -> None:
-            nonlocal peak, peak_entries
-            while not done.wait(0.25):
-                peak = max(peak, collector.rss_mb())
-                peak_entries = max(peak_entries, collector.health("policywatch_collector_map_entries"))
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        sent, dropped = bench.flood(sources=args.sources)
-        time.sleep(3)
-        done.set()
-        watcher.join()
-        peak = max(peak, collector.rss_mb())
-        counted, series = collector.counted()
-        overflow = collector.health("policywatch_collector_overflow_packets_total")
-        drains = collector.health("policywatch_collector_drain_duration_seconds_count")
-        drain_mean = collector.health("policywatch_collector_drain_duration_seconds_sum") / max(drains, 1)
-        print(f"flood from {args.sources:,} spoofed sources, {args.duration:g} s, --max-series {args.max_series}:")
-        print(f"  sent {sent:,}, dropped by the rule {dropped:,}, counted {counted:,}: exact = {counted == dropped}")
-        print(
-            f"  series of the policy {series:,} (cap {args.max_series:,} + 1 overflow),"
-            f" overflow packets {overflow:,.0f}"
-        )
-        print(
-            f"  BPF map peak entries {peak_entries:,.0f} (--map-size default 16,384);"
-            f" mean drain {1000 * drain_mean:.0f} ms"
-        )
-        print(
-            f"  collector RSS idle {idle:.1f} MB (target <= 80 MB steady),"
-            f" peak {peak:.1f} MB, growth {peak - idle:.1f} MB"
-        )
+        empty_prog = bpf(text=EMPTY_PROGRAMS[BASE])
+        try:
+            fd = empty_prog.funcs[b"raw_tracepoint__kfree_skb"].fd
+            e0 = read_prog_stats(fd) or (0, 0)
+            bench.flood()
+            e1 = read_prog_stats(fd) or (0, 0)
+        finally:
+            empty_prog.cleanup()
+        out[BASE] = (e1[0] - e0[0]) / (e1[1] - e0[1]) if e1[1] > e0[1] else float("nan")
+        for label, args in (("collector", ()), ("collector + flows", flow_args)):
+            collector = Collector(*args)
+            try:
+                t0 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
+                n0 = collector.health("policywatch_collector_bpf_run_count_total")
+                bench.flood()
+                t1 = collector.health("policywatch_collector_bpf_run_time_seconds_total")
+                n1 = collector.health("policywatch_collector_bpf_run_count_total")
+                out[label + " runs"] = n1 - n0
+                out[label] = (t1 - t0) * 1e9 / (n1 - n0) if n1 > n0 else float("nan")
+                out[label + " misses"] = collector.health("policywatch_collector_bpf_recursion_misses_total")
+            finally:
+                collector.stop()
     finally:
+        stats_path.write_text(previous + "\n")
+    return out
+
+
+def report(figures: dict[str, Figures], stats: dict[str, float], *, d: float, attach: str, shipped: float) -> None:
+    none, base, c, p = figures["no BPF"], figures[BASE], figures["collector"], figures["program only"]
+    for label, f in figures.items():
+        note = f"; attached as {attach}" if label == "collector" else ""
+        print(
+            f"  {label:<18} {median(f.pps):>10,.0f} pps  ratio to no BPF {median(f.pps) / median(none.pps):.3f}"
+            f"  (runs: {runs_text(f.pps)}{note})"
+        )
+
+    def paired(label: str, over: str, values: str) -> float:
+        a, b = getattr(figures[label], values), getattr(figures[over], values)
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        # CPU per packet: the lower, the faster; its ratio is turned around to read like a pps ratio
+        return median([1 / r for r in ratios] if values == "cpu_ns" else ratios)
+
+    print(
+        f"where the cost is: median over runs of each run's ratio (pps | CPU per packet on CPU {FLOOD_CPU},"
+        " the latter robust against other load taking that CPU):"
+    )
+    rows = [
+        ("program only", BASE, "BPF program, no agent / empty raw tp", ""),
+        ("collector", BASE, "collector (program + agent) / empty raw tp", "   target >= 0.98"),
+        ("collector", "program only", "agent's share: collector / program only", ""),
+        ("program + flows", "program only", "flow-logs BPF: program + flows / program only", ""),
+        ("collector + flows", "collector", "collector + flows / collector", "   target >= 0.97"),
+        ("collector + flows", "program + flows", "agent's share with flows", ""),
+    ]
+    for label, over, text, target in rows:
+        print(f"  {text:<46} {paired(label, over, 'pps'):.3f} | {paired(label, over, 'cpu_ns'):.3f}{target}")
+    print(
+        f"  collector / empty raw tp (medians) {median(c.pps) / median(base.pps):.3f} pps,"
+        f" {median(base.cpu_ns) / median(c.cpu_ns):.3f} CPU;"
+        f" collector + flows / collector {median(figures['collector + flows'].pps) / median(c.pps):.3f}"
+        f" pps  ({shipped:,.0f} flow records shipped)"
+    )
+    print("  best one-second rate of each (less sensitive to other load on the machine):")
+    for label, f in figures.items():
+        print(f"    {label:<18} {f.best:>10,} pps  ratio to {BASE} {f.best / base.best:.3f}")
+    print(f"  CPU per dropped packet; CPU {FLOOD_CPU} taken by other tasks | steal, per run:")
+    for label, f in figures.items():
+        print(
+            f"    {label:<18} {median(f.cpu_ns):>7.1f} ns  (runs: {runs_text(f.cpu_ns, '.1f')})"
+            f"   others {runs_text(f.others, '.2f')} s | steal {runs_text(f.steal, '.2f')} s"
+        )
+    for label in ("collector", "collector + flows"):
+        f = figures[label]
+        print(
+            f"  agent CPU during each {d:g} s flood, {label}: {runs_text(f.agent_cpu, '.3f')} s"
+            f" (median {100 * median(f.agent_cpu) / d:.2f}% of one core)"
+        )
+    empty_ns = stats[BASE]
+    for label in ("collector", "collector + flows"):
+        print(
+            f"  BPF per event, {label:<17} {stats[label]:>6.1f} ns ({stats[label + ' runs']:,.0f} runs under"
+            f" bpf_stats), net of the empty raw tp's {empty_ns:.1f} ns: {stats[label] - empty_ns:.1f} ns"
+            + ("   target <= 20" if label == "collector" else "")
+        )
+    print(f"  recursion misses  {stats['collector misses']:>12,.0f}      (drops the kernel skipped: nested runs)")
+    print(f"  counted/sent      {c.counted / c.sent:>12.6f}  ({c.counted:,} counted, {c.sent:,} sent)")
+    print(
+        f"  counted/nft drop  {c.counted / c.dropped:>12.6f}  ({c.dropped:,} dropped by the rule)   target exactly 1;"
+        f" program only (drained once after each flood) {p.counted / p.dropped:.6f}"
+    )
+
+
+class Attachable:
+    """A loaded program attached and detached by its own link (raw_tracepoint_open, close)."""
+
+    def __init__(self, prog_fd: int, tracepoint: str | None) -> None:
+        self.prog_fd, self.tracepoint, self.link = prog_fd, tracepoint, -1
+
+    def attach(self) -> None:
+        self.link = bpf_sys.raw_tracepoint_open(self.prog_fd, self.tracepoint)
+
+    def detach(self) -> None:
+        if self.link >= 0:
+            os.close(self.link)  # the last reference: detached before close() returns
+            self.link = -1
+
+
+def switching_flood(
+    bench: Bench,
+    states: dict[str, Attachable],
+    cycle: list[str],
+    *,
+    seconds: float,
+    window: float,
+    entered: Callable[[str], None] = lambda label: None,
+) -> list[tuple[str, float]]:
+    """One flood of ``seconds``; every ``window`` the attached program changes along ``cycle``. Each window's rate
+    is the sender veth's frames over it (/proc/<flood>/net/dev), the switch itself left out."""
+    rates: list[tuple[str, float]] = []
+    proc = bench.start_flood(seconds + 2)
+    try:
+        time.sleep(1.0)  # in its namespace, flooding
+        current = states[cycle[0]]
+        current.attach()
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            label = cycle[i % len(cycle)]
+            if states[label] is not current:
+                states[label].attach()  # the next program first, then the last one off: never none attached
+                current.detach()
+                current = states[label]
+            entered(label)
+            c0, t0 = bench.tx_packets(proc.pid), time.monotonic()
+            time.sleep(window)
+            c1, t1 = bench.tx_packets(proc.pid), time.monotonic()
+            rates.append((label, (c1 - c0) / (t1 - t0)))
+            i += 1
+    finally:
+        for state in states.values():
+            state.detach()
+        proc.wait(timeout=30)
+    return rates
+
+
+def window_ratios(rates: list[tuple[str, float]], labels: list[str]) -> dict[str, list[float]]:
+    """Each window of ``labels`` over the mean of the BASE windows on either side of it."""
+    ratios: dict[str, list[float]] = {label: [] for label in labels}
+    for k in range(1, len(rates) - 1):
+        label, rate = rates[k]
+        if label in ratios and rates[k - 1][0] == rates[k + 1][0] == BASE:
+            ratios[label].append(rate / ((rates[k - 1][1] + rates[k + 1][1]) / 2))
+    return ratios
+
+
+def print_ratios(ratios: dict[str, list[float]], notes: dict[str, str]) -> None:
+    for label, values in ratios.items():
+        q = sorted(values)
+        spread = f"quartiles {q[len(q) // 4]:.3f} - {q[3 * len(q) // 4]:.3f}, mean {sum(q) / len(q):.3f}" if q else ""
+        value = median(values) if values else float("nan")
+        print(f"  {label:<18} {value:.3f} of {BASE}  ({len(q)} windows, {spread}){notes.get(label, '')}")
+
+
+def alternating(bench: Bench, bpf: type, flow_args: tuple[str, ...], *, seconds: float, window: float) -> None:
+    """Cycling empty raw tp, program only, empty raw tp, program + flows, empty raw tp, a second copy of the empty
+    program (the control: what the method reads for no difference) within one flood. A program's window is compared
+    with the two empty windows around it: the machine's speed, which drifts by 10% from one second to the next here,
+    cancels out. Kernel side only (no agent). Then the full collector: its own program and a running agent,
+    against the empty program with the agent stopped (SIGSTOP), every other second."""
+    empty = bpf(text=EMPTY_PROGRAMS[BASE])
+    control = bpf(text=EMPTY_PROGRAMS[BASE])
+    programs = [ProgramOnly(), ProgramOnly(*flow_args)]
+    fds: list[int] = []
+    try:
+        states = {}
+        for label, prog in ((BASE, empty), (CONTROL, control)):
+            prog.detach_raw_tracepoint(b"kfree_skb")
+            states[label] = Attachable(prog.funcs[b"raw_tracepoint__kfree_skb"].fd, "kfree_skb")
+        for label, installed in zip(("program only", "program + flows"), programs, strict=True):
+            (installed.pin_dir / "link").unlink()  # detached once the pin's reference goes
+            fds.append(bpf_sys.obj_get(installed.pin_dir / "prog"))
+            states[label] = Attachable(fds[-1], installed.tracepoint)
+        time.sleep(0.5)
+        cycle = [BASE, "program only", BASE, "program + flows", BASE, CONTROL]
+        rates = switching_flood(bench, states, cycle, seconds=seconds, window=window)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for installed in programs:
+            installed.stop()
+    ratios = window_ratios(rates, ["program only", "program + flows", CONTROL])
+    print(
+        f"one {seconds:g} s flood, the attached program switched every {window:g} s ({', '.join(cycle)}, ...;"
+        f" kernel side only, no agent), each window over the {BASE} windows around it, median:"
+    )
+    print(f"  {BASE:<18} {median([r for label, r in rates if label == BASE]):>10,.0f} pps (median window)")
+    print_ratios(ratios, {"program only": "   target >= 0.98", CONTROL: "   (control: no difference)"})
+    flows = median(ratios["program + flows"]) / median(ratios["program only"])
+    print(f"  program + flows / program only {flows:.3f}")
+
+    collector = Collector()
+    fd = -1
+    try:
+        pin_dir = next(collector.bpf_dir.glob("*/link")).parent
+        pin_dir.joinpath("link").unlink()
+        fd = bpf_sys.obj_get(pin_dir / "prog")
+        time.sleep(0.5)
+        states = {
+            BASE: states[BASE],
+            "collector": Attachable(fd, None if collector.attach == "tp_btf" else "kfree_skb"),
+        }
+
+        def entered(label: str) -> None:  # the agent runs only while its program is attached
+            collector.proc.send_signal(signal.SIGCONT if label == "collector" else signal.SIGSTOP)
+
+        cpu0 = collector.cpu_seconds()
+        rates = switching_flood(bench, states, [BASE, "collector"], seconds=seconds, window=1.0, entered=entered)
+        cpu = collector.cpu_seconds() - cpu0
+    finally:
+        collector.proc.send_signal(signal.SIGCONT)
+        if fd >= 0:
+            os.close(fd)
         collector.stop()
+        empty.cleanup()
+        control.cleanup()
+    print(
+        f"one {seconds:g} s flood, every other second the collector (its program, its agent draining every 1 s)"
+        f" or {BASE} with the agent stopped (SIGSTOP); agent CPU {cpu:.3f} s in all:"
+    )
+    print_ratios(window_ratios(rates, ["collector"]), {"collector": "   target >= 0.98"})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from devstack.netns import Netns
 from devstack.services import free_port
 from devstack.traffic import ICMP_SENDER, SPOOF_SENDER, TCP_SYN_SENDER, UDP_SENDER
 from tests.api.support import EvaluatorProcess, alert
-from tests.collector.harness import RunningCollector, nft_counter, tagged_drop
+from tests.collector.harness import UDP_V4_OVERHEAD, UDP_V6_OVERHEAD, RunningCollector, nft_counter, send, tagged_drop
 
 pytestmark = pytest.mark.root
 
@@ -185,3 +185,58 @@ def test_flow_map_overflow_under_a_spoofed_flood_accounts_every_packet(
     per_flow = [k for k in got if k[2] is not None]
     assert 0 < len(per_flow) < sources
     assert (collector.health("policywatch_collector_flow_overflow_packets_total") or 0) >= got[overflow[0]][0]
+
+
+def test_drop_series_stay_exact_per_source_with_flow_logs(
+    netns: Netns, evaluator: EvaluatorProcess, start_collector: Callable[..., RunningCollector]
+) -> None:
+    """With --flow-logs the program reads each packet once for both keys and, when a packet's flow is the one its
+    CPU cached, adds the drop to the cached drop key without comparing it: runs of one flow, a new flow from the
+    same source, another source, spoofed sources and drains in between all keep every source's series exact."""
+    tag = secrets.token_hex(3)
+    policy = f"flowkeys-{tag}"
+    sender, receiver = netns.add("ksend"), netns.add("krecv")
+    netns.veth(sender, receiver, addrs_a=[f"{V4_SRC}/24", f"{V6_SRC}/64"], addrs_b=[f"{V4_DST}/24", f"{V6_DST}/64"])
+    tagged_drop(netns, receiver, port=7011, mark=0x99, policy=policy, family="ip", hook="prerouting")
+    tagged_drop(netns, receiver, port=7011, mark=0x9A, policy=f"{policy}-6", family="ip6", hook="prerouting")
+    url = evaluator.start("--no-scheduler")
+    collector = start_collector(
+        "--flow-logs", "--flow-logs-url", url, "--flow-logs-flush-interval", "1", "--drain-interval", "0.5"
+    )
+    sent: dict[str, tuple[int, int]] = {}
+
+    def udp(dst: str, src: str, count: int, size: int, overhead: int) -> None:
+        send(netns, sender, dst, 7011, count, size)  # one socket: one source port, one flow
+        p, b = sent.get(src, (0, 0))
+        sent[src] = (p + count, b + count * (size + overhead))
+
+    udp(V4_DST, V4_SRC, 40, 100, UDP_V4_OVERHEAD)
+    udp(V4_DST, V4_SRC, 10, 50, UDP_V4_OVERHEAD)  # another flow, the same drop key
+    udp(V6_DST, V6_SRC, 7, 80, UDP_V6_OVERHEAD)
+    time.sleep(1.2)  # drains: the caches change generation
+    udp(V4_DST, V4_SRC, 5, 30, UDP_V4_OVERHEAD)
+    spoof_base = f"10.{_NET[0]}.251.1"  # _NET[1] <= 250: never V4_SRC's subnet
+    netns.run(sender, PY, "-c", SPOOF_SENDER, V4_DST, "7011", spoof_base, "30", "2")  # 30 sources, twice each
+    udp(V4_DST, V4_SRC, 20, 64, UDP_V4_OVERHEAD)
+    total = (sum(p for p, _ in sent.values()) + 60, sum(b for _, b in sent.values()) + 60 * 46)
+
+    def dropped() -> int:
+        return nft_counter(netns, receiver, policy)[0] + nft_counter(netns, receiver, f"{policy}-6")[0]
+
+    wait_until(lambda: dropped() >= total[0], 10, "the rules did not drop what was sent")  # a loaded machine's backlog
+    assert dropped() == total[0]
+
+    def mine(series: dict[tuple[str, str, str], float]) -> dict[tuple[str, str], float]:
+        return {(m, src): v for (m, p, src), v in series.items() if p.startswith(policy)}
+
+    got = mine(
+        collector.wait_for(
+            lambda s: sum(v for (m, _), v in mine(s).items() if m.endswith("packets")) >= total[0], timeout=30
+        )
+    )
+    for src, (packets, nbytes) in sent.items():
+        assert got[("calico_denied_packets", src)] == packets and got[("calico_denied_bytes", src)] == nbytes, got
+    spoofed = {src: v for (m, src), v in got.items() if m == "calico_denied_packets" and src not in sent}
+    assert len(spoofed) == 30 and set(spoofed.values()) == {2}, spoofed
+    assert sum(v for (m, _), v in got.items() if m == "calico_denied_bytes") == total[1]
+    assert nft_counter(netns, receiver, policy)[1] + nft_counter(netns, receiver, f"{policy}-6")[1] == total[1]
