@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("demo: must run as root (it creates network namespaces and loads a BPF program); try: sudo scripts/demo")
         return 1
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     # Traffic lasts as long as the demo can; the senders stop by themselves if it is killed hard.
     traffic_seconds = 24 * 3600.0 if args.keep_running else args.alert_timeout * 3 + args.duration + 120
