@@ -270,16 +270,20 @@ static __always_inline u8 flow_words(u64 *f, u16 proto, u64 network) {
 
 // Adds one denied packet to this CPU's last-flow cache (or, without one, to the maps). Returns 1 when the flow is
 // the one cached: the previous packet counted at this cache index on this CPU had it, hence also its drop key.
+static __always_inline void set_flow_key(struct flow_key *key, const u64 *f) {
+    u64 *k = (u64 *)key;
+    k[0] = f[0];
+    k[1] = f[1];
+    k[2] = f[2];
+    k[3] = f[3];
+    k[4] = f[4];
+    k[5] = f[5];
+}
+
 static __always_inline int count_flow(struct flow_cache *cached, const u64 *f, u64 bytes) {
     if (!cached) {
         struct flow_key key;
-        u64 *k = (u64 *)&key;
-        k[0] = f[0];
-        k[1] = f[1];
-        k[2] = f[2];
-        k[3] = f[3];
-        k[4] = f[4];
-        k[5] = f[5];
+        set_flow_key(&key, f);
         count_flow_in_maps(&key, 1, bytes);
         return 0;
     }
@@ -291,12 +295,7 @@ static __always_inline int count_flow(struct flow_cache *cached, const u64 *f, u
     }
     if (cached->packets)
         count_flow_in_maps(&cached->key, cached->packets, cached->bytes);
-    a[0] = f[0];
-    a[1] = f[1];
-    a[2] = f[2];
-    a[3] = f[3];
-    a[4] = f[4];
-    a[5] = f[5];
+    set_flow_key(&cached->key, f);
     cached->packets = 1;
     cached->bytes = bytes;
     return 0;

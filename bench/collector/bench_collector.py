@@ -41,11 +41,11 @@ from harness import (
     drain_cost,
     median,
     spoofed,
-    start_evaluator,
 )
 
 from collector import bpf_sys
 from collector.bpf_loader import read_prog_stats
+from devstack.services import EvaluatorServer
 
 # Seconds between setting a configuration up and its flood: the installer child's exit and the kernel's deferred
 # frees of the previous configuration's maps stay out of the measured flood. The same for every configuration.
@@ -91,8 +91,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
         try:
             bench = Bench(net, build_flood(Path(tmp)), args.duration)
-            evaluator, evaluator_url = start_evaluator(Path(tmp))
-            flow_args = ("--flow-logs", "--flow-logs-url", evaluator_url, "--flow-logs-flush-interval", "1")
+            evaluator = EvaluatorServer(  # a real evaluator (no scheduler) for the flow records
+                f"sqlite:///{Path(tmp) / 'bench.db'}",
+                log_path=Path(tmp) / "evaluator.log",
+                args=("--no-scheduler", "--log-level", "warning"),
+            )
+            flow_args = ("--flow-logs", "--flow-logs-url", evaluator.url, "--flow-logs-flush-interval", "1")
             bench.flood(seconds=1)  # warm-up: ARP-free path, caches
             if args.alternating_only:
                 alternating(bench, BPF, flow_args, seconds=args.ab_seconds, window=args.ab_window)
@@ -163,8 +167,7 @@ def main() -> None:
             drain_cost(bench)
         finally:
             if "evaluator" in locals():
-                evaluator.terminate()
-                evaluator.wait(timeout=15)
+                evaluator.stop()
             net.close()
 
 

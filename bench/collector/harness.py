@@ -36,7 +36,6 @@ from devstack.traffic import SPOOF_SENDER  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLLECTOR = Path(sys.executable).with_name("policywatch-collector")
-EVALUATOR = Path(sys.executable).with_name("policywatch-evaluator")
 POLICY = "bench/flood-deny"
 # A random mark: another namespace binding the same mark to another name would win the name (a conflict).
 MARK = 0x1000 + secrets.randbelow(0x2FFF)
@@ -257,24 +256,6 @@ class Collector:
         self.log.close()
         uninstall(self.bpf_dir)
         self.state_file.unlink(missing_ok=True)
-
-
-def start_evaluator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real evaluator (no scheduler) for the flow records of the --flow-logs runs."""
-    port = free_port()
-    argv = [str(EVALUATOR), "--port", str(port), "--no-scheduler", "--log-level", "warning"]
-    argv += ["--database-url", f"sqlite:///{workdir / 'bench.db'}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the evaluator did not start")
 
 
 def median(values: list[float]) -> float:
