@@ -34,6 +34,7 @@ from evaluator.logstore.tables import (
 from evaluator.query.schema import TIME_FIELD
 
 KEY_CHUNK = 500  # keys per IN (...) lookup
+PAIR_CHUNK = 400  # (time, hash) pairs per lookup: two bound variables each, within SQLite's 999
 # Rows per multi-row INSERT on SQLite, within the connection's bound-variable limit (999 before 3.32,
 # 32766 or more since). Few statements matter beyond SQLite's per-statement work: the driver releases the
 # GIL around every statement's step and must take it back, which waits for the switch interval while
@@ -303,10 +304,6 @@ def insert_sql(conn: Connection, table: str, columns: Sequence[str], per: int = 
 
 def _time_position(dataset: str) -> int:
     return scalar_columns(dataset).index(column_name(TIME_FIELD[dataset]))
-
-
-# (time, hash) pairs per lookup: two bound variables each, within SQLite's 999.
-PAIR_CHUNK = 400
 
 
 def _stored(conn: Connection, dataset: str, identities: Sequence[Identity]) -> dict[Identity, int]:

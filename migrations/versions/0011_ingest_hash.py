@@ -16,7 +16,8 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -35,6 +36,18 @@ def _signed(hex_digits: str) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _rewrite(
+    conn: sa.Connection, table: str, column: str, where: str, update: str, convert: Callable[[Any], Any]
+) -> None:
+    """``update`` (``:v``, ``:i``) every row matching ``where`` with ``convert`` of its ``column``, ``CHUNK``
+    rows at a time in id order, so a large log store is never read into memory at once."""
+    select = sa.text(f"SELECT id, {column} FROM {table} WHERE {where} AND id > :after ORDER BY id LIMIT {CHUNK}")
+    after = -1
+    while rows := conn.execute(select, {"after": after}).all():
+        conn.execute(sa.text(update), [{"v": convert(value), "i": record_id} for record_id, value in rows])
+        after = rows[-1][0]
+
+
 def upgrade() -> None:
     conn = op.get_bind()
     for dataset, time_column in TIME_COLUMNS.items():
@@ -43,11 +56,14 @@ def upgrade() -> None:
             batch.add_column(sa.Column("ingest_hash", sa.BigInteger(), nullable=True))
         op.drop_index(op.f(f"ix_{table}_ingest_key"), table_name=table)
         op.drop_index(op.f(f"ix_{table}_{time_column}"), table_name=table)
-        rows = conn.execute(sa.text(f"SELECT id, ingest_key FROM {table} WHERE ingest_key LIKE 'hash:%'")).all()
-        update = sa.text(f"UPDATE {table} SET ingest_hash = :h, ingest_key = NULL WHERE id = :i")
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            conn.execute(update, [{"h": _signed(key[5:21]), "i": record_id} for record_id, key in chunk])
+        _rewrite(
+            conn,
+            table,
+            "ingest_key",
+            "ingest_key LIKE 'hash:%'",
+            f"UPDATE {table} SET ingest_hash = :v, ingest_key = NULL WHERE id = :i",
+            lambda key: _signed(key[5:21]),
+        )
         op.create_index(op.f(f"ix_{table}_{time_column}"), table, [time_column, "ingest_hash"], unique=True)
         with_id = sa.text("ingest_key IS NOT NULL")
         op.create_index(
@@ -66,13 +82,14 @@ def downgrade() -> None:
         table = f"logstore_{dataset}"
         op.drop_index(op.f(f"ix_{table}_ingest_key"), table_name=table)
         op.drop_index(op.f(f"ix_{table}_{time_column}"), table_name=table)
-        rows = conn.execute(sa.text(f"SELECT id, ingest_hash FROM {table} WHERE ingest_hash IS NOT NULL")).all()
-        update = sa.text(f"UPDATE {table} SET ingest_key = :k WHERE id = :i")
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            conn.execute(
-                update, [{"k": f"hash:{digest & ((1 << 64) - 1):016x}", "i": record_id} for record_id, digest in chunk]
-            )
+        _rewrite(
+            conn,
+            table,
+            "ingest_hash",
+            "ingest_hash IS NOT NULL",
+            f"UPDATE {table} SET ingest_key = :v WHERE id = :i",
+            lambda digest: f"hash:{digest & ((1 << 64) - 1):016x}",
+        )
         with op.batch_alter_table(table) as batch:
             batch.drop_column("ingest_hash")
         op.create_index(op.f(f"ix_{table}_{time_column}"), table, [time_column], unique=False)

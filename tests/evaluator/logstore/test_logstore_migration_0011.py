@@ -80,3 +80,33 @@ def test_stored_keys_survive_the_upgrade_and_the_downgrade(db_url: str) -> None:
             )
     finally:
         engine.dispose()
+
+
+def test_more_keys_than_one_chunk_all_move(db_url: str) -> None:
+    """The keys move in chunks of 10,000 rows in id order (never the whole store in memory): every one moves."""
+    config = alembic_config(db_url)
+    command.downgrade(config, "0010_values_unlinked")
+    engine = make_engine(db_url)
+    count = 10_050
+    try:
+        with engine.begin() as conn:
+            insert = sa.text(
+                "INSERT INTO logstore_flows (end_time, action, record, ingest_key) VALUES (:t, 'deny', '{}', :k)"
+            )
+            keys = ["hash:" + hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(count)]
+            conn.execute(insert, [{"t": 1764740400 + i, "k": key} for i, key in enumerate(keys)])
+        command.upgrade(config, "head")
+        engine.dispose()
+        with engine.connect() as conn:
+            moved = conn.exec_driver_sql(
+                "SELECT COUNT(*) FROM logstore_flows WHERE ingest_hash IS NOT NULL AND ingest_key IS NULL"
+            ).scalar()
+        assert moved == count
+        command.downgrade(config, "0010_values_unlinked")
+        engine.dispose()
+        with engine.connect() as conn:
+            back = [r[0] for r in conn.exec_driver_sql("SELECT ingest_key FROM logstore_flows ORDER BY id")]
+        assert back == [key[:21] for key in keys]
+        command.upgrade(config, "head")
+    finally:
+        engine.dispose()
