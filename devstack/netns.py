@@ -15,6 +15,8 @@ import signal
 import subprocess
 from collections.abc import Sequence
 
+from devstack.services import dies_with_parent
+
 # Interface names are limited to 15 bytes (IFNAMSIZ - 1).
 _IFNAME_MAX = 15
 _TABLE_RE = re.compile(r"^\s*table\s+(ip|ip6|inet|arp|bridge|netdev)\s+([A-Za-z0-9_.-]+)", re.MULTILINE)
@@ -112,9 +114,10 @@ class Netns:
         return _run(self._argv(ns, argv), input_text=input_text, check=check, timeout=timeout)
 
     def popen(self, ns: str | None, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
-        """Start a background process in ``ns``; it is killed at close() if still running."""
+        """Start a background process in ``ns``; it is killed at close() if still running, and gets SIGTERM
+        if this process dies first."""
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
-            self._argv(ns, argv), start_new_session=True, **kwargs
+            dies_with_parent(self._argv(ns, argv)), start_new_session=True, **kwargs
         )
         self.processes.append(proc)
         return proc

@@ -64,15 +64,25 @@ def wait_until(predicate: Any, *, timeout: float, interval: float = 0.1, what: s
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
+def dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when this process dies, however it dies (SIGKILL too): util-linux's
+    ``setpriv --pdeathsig`` sets the parent-death signal, which ``execve`` keeps. Without it a killed demo or
+    test run would leave its services running, as each runs in a session of its own."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
+
+
 class ManagedProcess:
-    """A child process with its output in a log file, stopped with SIGTERM then SIGKILL."""
+    """A child process with its output in a log file, stopped with SIGTERM then SIGKILL, and sent SIGTERM if
+    this process dies first (``dies_with_parent``). Start it from the main thread: the kernel sends that
+    signal when the thread that started it ends."""
 
     def __init__(self, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
-            self.argv,
+            dies_with_parent(self.argv),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

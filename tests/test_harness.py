@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -171,3 +176,66 @@ def test_http_get_reports_status_codes_without_raising() -> None:
     with pytest.raises(TimeoutError, match="never"):
         wait_until(lambda: False, timeout=0.3, what="never")
     assert time.monotonic() - started < 5
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from devstack.services import ManagedProcess, PostgresServer
+if {postgres!r}:
+    server = PostgresServer(workdir=Path({workdir!r})).start()
+    pid = server.process.proc.pid
+else:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    pid = ManagedProcess(sleeper, log_path=Path({workdir!r}) / "log").proc.pid
+print(pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (a wrapper's children: runuser, then postgres and its workers)."""
+    found = {pid}
+    for _ in range(5):
+        children = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
+        for line in children.splitlines():
+            child, parent = (int(part) for part in line.split())
+            if parent in found:
+                found.add(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    listing = subprocess.run(["ps", "-eo", "pid=,stat="], capture_output=True, text=True, check=True).stdout
+    states = dict(line.split(None, 1) for line in listing.split("\n") if line.strip())
+    return {pid for pid in pids if str(pid) in states and not states[str(pid)].startswith("Z")}
+
+
+@pytest.mark.parametrize("postgres", [False, pytest.param(True, marks=pytest.mark.postgres)], ids=["child", "postgres"])
+def test_services_die_with_a_killed_parent(postgres: bool) -> None:
+    """A demo or test run killed with SIGKILL leaves none of its services running, although each runs in a
+    session of its own: they get SIGTERM when the process that started them dies."""
+    import signal
+    import sys
+
+    workdir = Path(tempfile.mkdtemp(prefix="pwt-pdeath-"))  # (below /tmp: PostgreSQL's user reaches it)
+    script = PARENT.format(root=str(Path(__file__).resolve().parents[1]), postgres=postgres, workdir=str(workdir))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    service: set[int] = set()
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), f"the parent did not start its service: {line!r}"
+        service = _descendants(int(line))
+        assert _alive(service), "the service is not running"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_until(lambda: not _alive(service), timeout=30, what=f"the service {sorted(service)} to exit")
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        for pid in _alive(service):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
