@@ -163,6 +163,12 @@ async def send(url: str, bodies: list[bytes], concurrency: int, compress: bool) 
         return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process ``pid`` has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.Namespace, tmp: Path) -> None:
     bodies = bulk_bodies(records, args.batch, not args.no_gzip)
     api_url = url_for("api")
@@ -175,7 +181,10 @@ def run(label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.
         env={"POLICYWATCH_SCHEDULER_ENABLED": "false"},
     )
     try:
+        pid = evaluator.process.proc.pid
+        cpu_before = cpu_seconds(pid)
         elapsed = asyncio.run(send(evaluator.url, bodies, args.concurrency, not args.no_gzip))
+        server_cpu = cpu_seconds(pid) - cpu_before
         again = asyncio.run(send(evaluator.url, bodies[:1], 1, not args.no_gzip))  # a retried batch
     finally:
         evaluator.stop()
@@ -188,6 +197,13 @@ def run(label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.
         f"{label:<10} /_bulk {rate:>9,.0f} records/s ({elapsed:.2f} s)   executemany baseline {base_rate:>9,.0f} "
         f"records/s   ratio {rate / base_rate:.2f}   stored {count:,} (distinct keys {keys:,}; "
         f"retried batch {again * 1000:.0f} ms, stored nothing twice: {count == len(records)})"
+    )
+    per_record = server_cpu / len(records)
+    cores = os.cpu_count() or 1
+    print(
+        f"{'':<10} server CPU {per_record * 1e6:.1f} us per record ({server_cpu / elapsed:.2f} cores busy); "
+        f"this machine's {cores} cores at that cost could serve at most {cores / per_record:,.0f} records/s, "
+        f"the database alone (baseline) {1 / base_rate * 1e6:.1f} us per record"
     )
     if label == "SQLite":
         verdict = "met" if rate >= TARGET else "NOT met"
