@@ -20,6 +20,7 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.faults import install_fault_handlers
 from api.ingest import is_ingest_path
+from api.ingest.pool import IngestPool
 from api.kube import discovery, openapi
 from api.kube_controller.controller import KubeDefinitions
 from api.metrics import app_registry, http_requests_counter, metrics_router
@@ -96,6 +97,9 @@ def create_app(
     runtime = EngineRuntime(engine, repository, settings=settings, registry=registry, status_in_run=sql_repository)
     shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog, kube=kube)
     background = list(service_factory(shared))
+    ingest_pool = IngestPool.for_runtime(settings.ingest_processes, runtime.sql_logs)
+    if ingest_pool is not None:
+        background.append(ingest_pool)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +123,7 @@ def create_app(
         dependencies=[Depends(authorize)],
     )
     app.state.services = shared
+    app.state.ingest_pool = ingest_pool
     for router in RESOURCE_ROUTERS:
         app.include_router(router)
         app.include_router(router, prefix=API_PREFIX)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -22,7 +22,12 @@ MIGRATION_LOCK_KEY = 0x706F6C6963790001  # "policy" + 1: this application's advi
 
 
 def make_engine(
-    url: str, *, lock_timeout: float | None = None, pool_timeout: float | None = None, **kwargs: Any
+    url: str,
+    *,
+    lock_timeout: float | None = None,
+    pool_timeout: float | None = None,
+    write_lock: WriteLock | None = None,
+    **kwargs: Any,
 ) -> Engine:
     """An engine with the settings policywatch needs: SQLite with foreign keys on, WAL and a busy
     timeout (so a status write waiting for a spec write does not fail at once).
@@ -31,6 +36,8 @@ def make_engine(
     (SQLite's busy timeout, PostgreSQL's ``lock_timeout``): past it the request fails with a database
     error that the API answers 503, instead of holding a connection and a thread for as long as the lock.
     ``pool_timeout`` (seconds) bounds the wait for a free pooled connection (also answered 503).
+    ``write_lock`` (SQLite) is the lock writers queue on (``serialized_writes``): by default one of this
+    engine's own; the ingest worker processes share a ``multiprocessing.Lock``.
     """
     parsed = make_url(url)
     memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
@@ -42,7 +49,7 @@ def make_engine(
         busy_timeout = SQLITE_BUSY_TIMEOUT_S if lock_timeout is None else lock_timeout
         connect_args.setdefault("timeout", busy_timeout)
         if not memory:
-            connect_args.setdefault("factory", serialized_writes(busy_timeout))
+            connect_args.setdefault("factory", serialized_writes(busy_timeout, write_lock))
         engine = create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -98,16 +105,25 @@ def check_writable(url: str) -> None:
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 
 
-def serialized_writes(timeout: float) -> type[sqlite3.Connection]:
+class WriteLock(Protocol):
+    """What ``serialized_writes`` needs of a lock: ``threading.Lock`` and ``multiprocessing.Lock`` both."""
+
+    def acquire(self, *, timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+def serialized_writes(timeout: float, lock: WriteLock | None = None) -> type[sqlite3.Connection]:
     """A ``sqlite3.Connection`` class whose write transactions queue on one lock per engine.
 
     SQLite has one writer at a time; a writer that finds the file locked polls with sleeps of up to 100 ms
     (its busy handler), and under a steady stream of short write transactions (the scheduler's) it keeps
     missing the moments the lock is free: API writes then wait for seconds. Queued on a lock in this
     process instead, each writer starts the moment the previous one commits. Other processes still meet
-    the busy handler, as before; waiting longer than ``timeout`` is "database is locked", as from SQLite.
+    the busy handler, as before, unless they share ``lock`` (a ``multiprocessing.Lock``); waiting longer
+    than ``timeout`` is "database is locked", as from SQLite.
     """
-    lock = threading.Lock()
+    queue: WriteLock = lock if lock is not None else threading.Lock()
 
     class SerializedCursor(sqlite3.Cursor):
         def execute(self, sql: str, parameters: Any = (), /) -> SerializedCursor:
@@ -136,7 +152,7 @@ def serialized_writes(timeout: float) -> type[sqlite3.Connection]:
 
         def before(self, sql: str) -> None:
             if not self.holds and sql.lstrip()[:16].upper().startswith(_WRITES):
-                if not lock.acquire(timeout=timeout):
+                if not queue.acquire(timeout=timeout):
                     raise sqlite3.OperationalError("database is locked (waited for this process's other writers)")
                 self.holds = True
 
@@ -147,7 +163,7 @@ def serialized_writes(timeout: float) -> type[sqlite3.Connection]:
         def release(self) -> None:
             if self.holds:
                 self.holds = False
-                lock.release()
+                queue.release()
 
         def commit(self) -> None:
             try:

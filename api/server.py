@@ -45,6 +45,7 @@ OVERRIDES = (
     "session_lifetime",
     "definitions",
     "kubeconfig",
+    "ingest_processes",
 )
 
 
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig",
         type=Path,
         help="with --definitions=kubernetes (default: the Pod's ServiceAccount, else $KUBECONFIG)",
+    )
+    parser.add_argument(
+        "--ingest-processes",
+        type=int,
+        help="worker processes that parse and store bulk requests, one core each (default 0: this process)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser

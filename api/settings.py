@@ -17,7 +17,7 @@ import socket
 import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -75,6 +75,9 @@ class Settings(EngineSettings):
     ingest_indices: str = Field(default=DEFAULT_INDEX_PATTERNS, description="/_bulk index GLOB=DATASET patterns")
     ingest_concurrency: int = Field(default=2, ge=1, le=64, description="bulk requests stored at once (more wait)")
     ingest_wait: float = Field(default=10.0, gt=0, le=600, description="seconds a bulk request waits, then 429")
+    ingest_processes: int = Field(
+        default=0, ge=0, le=64, description="worker processes that parse and store bulk requests (0: this process)"
+    )
     definitions: Literal["database", "kubernetes"] = Field(
         default="database", description="where GlobalAlerts live: the database, or the cluster's custom resources"
     )
@@ -146,7 +149,7 @@ class Settings(EngineSettings):
     def auth_enabled(self) -> bool:
         return bool(self.read_tokens or self.write_tokens)
 
-    def engine_options(self) -> dict[str, float]:
+    def engine_options(self) -> dict[str, Any]:
         """Keyword arguments of ``api.db.make_engine`` for the API's database."""
         return {"lock_timeout": self.database_lock_timeout, "pool_timeout": self.database_pool_timeout}
 

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.ingest.pool import IngestPool, StoreFailed
 from evaluator.engine.ingest import store_busy
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,20 @@ async def ingest_slot(request: Request) -> AsyncIterator[None]:
         gate.release()
 
 
-async def run_ingest(request: Request, work: Callable[[], T]) -> T:
-    """``work()`` (which stores) in a worker thread; the store failing is 429 when it is busy (locked by
-    another writer, pool exhausted) and 503 otherwise. Messages never name the database's host or user."""
+async def run_ingest(request: Request, engine: Engine, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``work(engine, *args, **kwargs)`` (which stores) in a worker thread, or in an ingest worker process
+    (``api.ingest.pool``) when the app has them; the store failing is 429 when it is busy (locked by another
+    writer, pool exhausted) and 503 otherwise. Messages never name the database's host or user."""
+    pool: IngestPool | None = getattr(request.app.state, "ingest_pool", None)
     try:
-        return await run_in_threadpool(work)
-    except (DBAPIError, PoolTimeout) as exc:
+        if pool is not None:
+            result: T = await pool.run(work, *args, **kwargs)
+            return result
+        return await run_in_threadpool(work, engine, *args, **kwargs)
+    except (DBAPIError, PoolTimeout, StoreFailed) as exc:
         log.warning("bulk ingest on %s failed, nothing stored: %s", request.url.path, exc)
-        if store_busy(exc):
+        busy = exc.busy if isinstance(exc, StoreFailed) else store_busy(exc)
+        if busy:
             raise IngestUnavailable(
                 429, "the log store is busy (locked by another writer); nothing was stored, retry", BUSY_RETRY_AFTER
             ) from exc

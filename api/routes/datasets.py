@@ -51,8 +51,7 @@ async def _ingest(dataset: str, request: Request, services: ServicesDep) -> Resp
         async with ingest_slot(request):
             body = await read_ingest_body(request, settings.ingest_max_bytes)
             report = await run_ingest(
-                request,
-                lambda: ingest_records(sql_logs.engine, dataset, body, lock_timeout=settings.ingest_wait),
+                request, sql_logs.engine, ingest_records, dataset, body, lock_timeout=settings.ingest_wait
             )
     except BodyRefused as exc:
         raise ApiError(exc.status, _REFUSED.get(exc.status, "BadRequest"), exc.message) from exc

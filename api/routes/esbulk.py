@@ -79,9 +79,12 @@ async def _bulk(
                 body = _one_document_bulk(body, index, *single)
             answer = await run_ingest(
                 request,
-                lambda: ingest_es_bulk(
-                    sql_logs.engine, body, default_index=index, patterns=patterns, lock_timeout=settings.ingest_wait
-                ),
+                sql_logs.engine,
+                ingest_es_bulk,
+                body,
+                default_index=index,
+                patterns=patterns,
+                lock_timeout=settings.ingest_wait,
             )
     except BodyRefused as exc:
         kind = {413: "content_too_long_exception", 415: "illegal_argument_exception"}.get(exc.status, "parse_exception")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from api.settings import Settings
 from demo.assets import CHART_DIR, RULES_FILE, dashboard_files
 from tests.fixtures.helm import PROMETHEUS_OPERATOR_APIS, HelmFailed, Rendered, lint, notes, render
 from tests.fixtures.kubeschema import kubernetes_validate_errors, schema_errors
@@ -238,6 +239,15 @@ def test_default_evaluator_reads_logs_from_sql_and_notifies_no_alertmanager() ->
     for name in ("POLICYWATCH_OPENSEARCH_URL", "POLICYWATCH_LOG_STORE", "POLICYWATCH_EVENT_STORE"):
         assert name not in env
     assert "POLICYWATCH_ALERTMANAGER_URL" not in env
+    assert "POLICYWATCH_INGEST_PROCESSES" not in env  # ingest in the server process
+
+
+def test_ingest_processes_reach_the_evaluator_and_are_bounded() -> None:
+    env = env_map(container(one(render({"evaluator": {"ingestProcesses": 2}}), "Deployment")))
+    assert env["POLICYWATCH_INGEST_PROCESSES"]["value"] == "2"
+    Settings(ingest_processes=int(env["POLICYWATCH_INGEST_PROCESSES"]["value"]))  # what the evaluator accepts
+    with pytest.raises(HelmFailed, match="ingestProcesses"):
+        render({"evaluator": {"ingestProcesses": -1}})
 
 
 def test_opensearch_url_alone_keeps_events_in_sql() -> None:
