@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from sqlalchemy import create_engine, text
 
 from devstack.netns import Netns
+from devstack.procs import descendants, running
 from devstack.services import (
     AlertmanagerServer,
     PostgresServer,
@@ -194,24 +195,6 @@ time.sleep(120)
 """
 
 
-def _descendants(pid: int) -> set[int]:
-    """``pid`` and every process below it (a wrapper's children: runuser, then postgres and its workers)."""
-    found = {pid}
-    for _ in range(5):
-        children = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
-        for line in children.splitlines():
-            child, parent = (int(part) for part in line.split())
-            if parent in found:
-                found.add(child)
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    listing = subprocess.run(["ps", "-eo", "pid=,stat="], capture_output=True, text=True, check=True).stdout
-    states = dict(line.split(None, 1) for line in listing.split("\n") if line.strip())
-    return {pid for pid in pids if str(pid) in states and not states[str(pid)].startswith("Z")}
-
-
 @pytest.mark.parametrize("postgres", [False, pytest.param(True, marks=pytest.mark.postgres)], ids=["child", "postgres"])
 def test_services_die_with_a_killed_parent(postgres: bool) -> None:
     """A demo or test run killed with SIGKILL leaves none of its services running, although each runs in a
@@ -227,15 +210,15 @@ def test_services_die_with_a_killed_parent(postgres: bool) -> None:
         assert parent.stdout is not None
         line = parent.stdout.readline()
         assert line.strip().isdigit(), f"the parent did not start its service: {line!r}"
-        service = _descendants(int(line))
-        assert _alive(service), "the service is not running"
+        service = descendants(int(line))
+        assert running(service), "the service is not running"
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        wait_until(lambda: not _alive(service), timeout=30, what=f"the service {sorted(service)} to exit")
+        wait_until(lambda: not running(service), timeout=30, what=f"the service {sorted(service)} to exit")
     finally:
         parent.kill()
         parent.wait(timeout=10)
-        for pid in _alive(service):
+        for pid in running(service):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)

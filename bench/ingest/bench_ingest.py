@@ -31,6 +31,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository root, for devstack
+from devstack.procs import cpu_seconds, descendants  # noqa: E402
 from devstack.services import EvaluatorServer, PostgresServer  # noqa: E402
 
 TARGET = 50_000
@@ -164,24 +165,6 @@ async def send(url: str, bodies: list[bytes], concurrency: int, compress: bool) 
         return time.perf_counter() - started
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process ``pid`` and the processes below it (ingest workers) have used."""
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # (exited meanwhile)
-    tree, total = {pid}, 0.0
-    for _ in range(3):  # a few levels: the server, its workers (and their resource tracker)
-        tree |= {child for child, fields in stats.items() if int(fields[1]) in tree}
-    for member in tree:
-        if member in stats:
-            total += int(stats[member][11]) + int(stats[member][12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def run(
     label: str, url_for: Any, records: list[dict[str, Any]], args: argparse.Namespace, tmp: Path, processes: int
 ) -> float:
@@ -198,9 +181,9 @@ def run(
     )
     try:
         pid = evaluator.process.proc.pid
-        cpu_before = cpu_seconds(pid)
+        cpu_before = cpu_seconds(descendants(pid))
         elapsed = asyncio.run(send(evaluator.url, bodies, args.concurrency, not args.no_gzip))
-        server_cpu = cpu_seconds(pid) - cpu_before
+        server_cpu = cpu_seconds(descendants(pid)) - cpu_before  # (with its ingest workers)
         again = asyncio.run(send(evaluator.url, bodies[:1], 1, not args.no_gzip))  # a retried batch
     finally:
         evaluator.stop()

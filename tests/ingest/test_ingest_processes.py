@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.ingest.pool import IngestPool
+from devstack.procs import descendants, running
 from devstack.services import wait_until
 from tests.api.support import EvaluatorProcess, make_client
 from tests.ingest.helpers import count, es_bulk, ndjson, recent_flow
@@ -107,31 +108,6 @@ def test_in_memory_sqlite_is_refused() -> None:
         make_client("sqlite://", ingest_processes=2)
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _running(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    alive.add(pid)
-        except OSError:
-            continue
-    return alive
-
-
 def test_the_server_stores_through_its_workers_and_they_die_with_it(evaluator: EvaluatorProcess) -> None:
     """The real ``policywatch-evaluator --ingest-processes 2``: requests stored, and a SIGKILL of the server
     leaves no worker behind (they hold database connections)."""
@@ -140,8 +116,8 @@ def test_the_server_stores_through_its_workers_and_they_die_with_it(evaluator: E
     answer = httpx.post(f"{url}/_bulk", content=body, timeout=30)
     assert answer.status_code == 200 and not answer.json()["errors"] and len(answer.json()["items"]) == 50
     assert evaluator.process is not None
-    workers = _children(evaluator.process.pid)
+    workers = descendants(evaluator.process.pid) - {evaluator.process.pid}
     assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
     evaluator.process.kill()
     evaluator.process.wait(timeout=10)
-    wait_until(lambda: not _running(workers), timeout=20, what=f"the workers {sorted(workers)} to exit")
+    wait_until(lambda: not running(workers), timeout=20, what=f"the workers {sorted(workers)} to exit")
