@@ -30,24 +30,20 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.db import WriteLock
-from evaluator.engine.ingest import BulkMalformed
+from api.db import WriteLock, make_engine
+from evaluator.engine.ingest import BulkMalformed, store_busy
 from evaluator.engine.sqlstore import SqlLogStore
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 _ENGINES: dict[str, sa.Engine] = {}  # in a worker: one engine per database URL, for the worker's life
-
-
 _WRITE_LOCK: list[WriteLock] = []  # in a worker: the lock its pool's workers queue their SQLite writes on
 
 
 def _engine(url: str) -> sa.Engine:
     engine = _ENGINES.get(url)
     if engine is None:
-        from api.db import make_engine  # (in the worker process)
-
         engine = _ENGINES[url] = make_engine(url, write_lock=_WRITE_LOCK[0] if _WRITE_LOCK else None)
     return engine
 
@@ -65,8 +61,6 @@ class StoreFailed(Exception):
 
 def _run(url: str, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """In a worker: ``work(engine, *args, **kwargs)``; its failures as exceptions that cross back intact."""
-    from evaluator.engine.ingest import store_busy
-
     try:
         return work(_engine(url), *args, **kwargs)
     except BulkMalformed as exc:
