@@ -97,7 +97,9 @@ def create_app(
     runtime = EngineRuntime(engine, repository, settings=settings, registry=registry, status_in_run=sql_repository)
     shared = Services(settings=settings, engine=engine, runtime=runtime, catalog=catalog, kube=kube)
     background = list(service_factory(shared))
-    ingest_pool = IngestPool.for_runtime(settings.ingest_processes, runtime.sql_logs)
+    ingest_pool = IngestPool.for_runtime(
+        settings.ingest_processes, runtime.sql_logs, lock_timeout=settings.database_lock_timeout
+    )
     if ingest_pool is not None:
         background.append(ingest_pool)
 

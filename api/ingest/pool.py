@@ -41,10 +41,11 @@ _ENGINES: dict[str, sa.Engine] = {}  # in a worker: one engine per database URL,
 _WRITE_LOCK: list[WriteLock] = []  # in a worker: the lock its pool's workers queue their SQLite writes on
 
 
-def _engine(url: str) -> sa.Engine:
+def _engine(url: str, lock_timeout: float | None) -> sa.Engine:
     engine = _ENGINES.get(url)
     if engine is None:
-        engine = _ENGINES[url] = make_engine(url, write_lock=_WRITE_LOCK[0] if _WRITE_LOCK else None)
+        write_lock = _WRITE_LOCK[0] if _WRITE_LOCK else None
+        engine = _ENGINES[url] = make_engine(url, lock_timeout=lock_timeout, write_lock=write_lock)
     return engine
 
 
@@ -59,10 +60,12 @@ class StoreFailed(Exception):
         return StoreFailed, (self.busy, str(self))
 
 
-def _run(url: str, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _run(
+    url: str, lock_timeout: float | None, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """In a worker: ``work(engine, *args, **kwargs)``; its failures as exceptions that cross back intact."""
     try:
-        return work(_engine(url), *args, **kwargs)
+        return work(_engine(url, lock_timeout), *args, **kwargs)
     except BulkMalformed as exc:
         raise _Malformed(exc.line, exc.reason) from None
     except (DBAPIError, PoolTimeout) as exc:
@@ -78,14 +81,17 @@ class _Malformed(Exception):
 class IngestPool:
     """``processes`` worker processes storing bulk requests into the database at ``url``; a Service."""
 
-    def __init__(self, url: str, processes: int) -> None:
+    def __init__(self, url: str, processes: int, *, lock_timeout: float | None = None) -> None:
         self.url = url
         self.processes = processes
+        self.lock_timeout = lock_timeout  # the workers' engines', as ``api.db.make_engine`` takes it
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def for_runtime(cls, processes: int, sql_logs: SqlLogStore | None) -> IngestPool | None:
+    def for_runtime(
+        cls, processes: int, sql_logs: SqlLogStore | None, *, lock_timeout: float | None = None
+    ) -> IngestPool | None:
         """The pool of ``processes`` workers over the embedded log store's database, or None (0, or logs
         in OpenSearch); ValueError for a database the workers cannot share (SQLite in memory)."""
         if processes == 0 or sql_logs is None:
@@ -96,7 +102,7 @@ class IngestPool:
                 f"--ingest-processes {processes} needs a database the worker processes can share, not SQLite in "
                 "memory; use a file (sqlite:///path.db) or PostgreSQL"
             )
-        return cls(url.render_as_string(hide_password=False), processes)
+        return cls(url.render_as_string(hide_password=False), processes, lock_timeout=lock_timeout)
 
     async def start(self) -> None:
         self._pool()
@@ -148,7 +154,7 @@ class IngestPool:
         """``work(engine, *args, **kwargs)`` in a worker: BulkMalformed and StoreFailed as there; a worker
         that died is StoreFailed (not busy), and the next request gets a new pool."""
         try:
-            return await self._submit(_run, self.url, work, args, kwargs)
+            return await self._submit(_run, self.url, self.lock_timeout, work, args, kwargs)
         except _Malformed as exc:
             raise BulkMalformed(exc.line, exc.reason) from None
         except BrokenProcessPool as exc:
