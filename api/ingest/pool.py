@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.db import WriteLock, make_engine
-from evaluator.engine.ingest import BulkMalformed, store_busy
+from evaluator.engine.ingest import store_busy
 from evaluator.engine.sqlstore import SqlLogStore
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,12 @@ class StoreFailed(Exception):
 def _run(
     url: str, lock_timeout: float | None, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """In a worker: ``work(engine, *args, **kwargs)``; its failures as exceptions that cross back intact."""
+    """In a worker: ``work(engine, *args, **kwargs)``; a store failure as StoreFailed, which crosses back
+    intact (BulkMalformed does as it is)."""
     try:
         return work(_engine(url, lock_timeout), *args, **kwargs)
-    except BulkMalformed as exc:
-        raise _Malformed(exc.line, exc.reason) from None
     except (DBAPIError, PoolTimeout) as exc:
         raise StoreFailed(store_busy(exc), str(exc)) from None
-
-
-class _Malformed(Exception):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(line, reason)
-        self.line, self.reason = line, reason
 
 
 class IngestPool:
@@ -155,8 +148,6 @@ class IngestPool:
         that died is StoreFailed (not busy), and the next request gets a new pool."""
         try:
             return await self._submit(_run, self.url, self.lock_timeout, work, args, kwargs)
-        except _Malformed as exc:
-            raise BulkMalformed(exc.line, exc.reason) from None
         except BrokenProcessPool as exc:
             log.warning("an ingest worker process died; the request was not answered as stored: %s", exc)
             raise StoreFailed(False, "an ingest worker process died") from None

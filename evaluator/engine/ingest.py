@@ -54,6 +54,9 @@ class BulkMalformed(ValueError):
         self.line = line
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:  # as it was made: it crosses back from ingest worker processes
+        return BulkMalformed, (self.line, self.reason)
+
 
 @dataclass(frozen=True, slots=True)
 class DocError:
