@@ -153,7 +153,7 @@ def serialized_writes(timeout: float, lock: WriteLock | None = None) -> type[sql
         def before(self, sql: str) -> None:
             if not self.holds and sql.lstrip()[:16].upper().startswith(_WRITES):
                 if not queue.acquire(timeout=timeout):
-                    raise sqlite3.OperationalError("database is locked (waited for this process's other writers)")
+                    raise sqlite3.OperationalError("database is locked (waited for the engine's other writers)")
                 self.holds = True
 
         def after(self) -> None:
