@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -199,9 +201,6 @@ time.sleep(120)
 def test_services_die_with_a_killed_parent(postgres: bool) -> None:
     """A demo or test run killed with SIGKILL leaves none of its services running, although each runs in a
     session of its own: they get SIGTERM when the process that started them dies."""
-    import signal
-    import sys
-
     workdir = Path(tempfile.mkdtemp(prefix="pwt-pdeath-"))  # (below /tmp: PostgreSQL's user reaches it)
     script = PARENT.format(root=str(Path(__file__).resolve().parents[1]), postgres=postgres, workdir=str(workdir))
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
